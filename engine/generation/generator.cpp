@@ -1,0 +1,78 @@
+#include "engine/generation/generator.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <stdexcept>
+
+#include "comm/collective_error.h"
+#include "comm/communicator.h"
+
+namespace kvshrink::engine {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
+const char* stop_reason_name(StopReason reason) {
+  switch (reason) {
+    case StopReason::kEndOfGeneration: return "end of generation";
+    case StopReason::kMaxTokens: return "max tokens";
+    case StopReason::kContextFull: return "context full";
+  }
+  return "?";
+}
+
+Generator::Generator(LlamaModel& model, const Tokenizer& tokenizer, comm::Communicator& comm, int64_t context_size)
+    : model_(model), tokenizer_(tokenizer), comm_(comm), context_size_(context_size) {}
+
+GenerationResult Generator::generate(std::vector<TokenId> prompt, int64_t max_tokens, const SamplingParams& params,
+                                     const std::function<void(TokenId)>& on_token) {
+  comm_.broadcast_vector(prompt, 0);
+  max_tokens = comm_.broadcast_value(max_tokens, 0);
+  const auto n_prompt = static_cast<int64_t>(prompt.size());
+  comm::check_all(comm_, n_prompt > 0, "the prompt is empty");
+  comm::check_all(comm_, n_prompt < context_size_,
+                  fmt::format("the prompt has {} tokens but the context holds {} (it must leave room for at least "
+                              "one generated token; see --ctx-size)",
+                              n_prompt, context_size_));
+
+  GenerationResult result;
+  result.prompt_tokens = n_prompt;
+  auto kv = model_.make_kv_store();
+  kv.reserve(std::min(context_size_, n_prompt + max_tokens));
+  Sampler sampler(params);  // used on rank 0 only
+  const bool coordinator = comm_.world().is_coordinator();
+
+  auto start = std::chrono::steady_clock::now();
+  std::vector<float> logits = model_.forward(prompt, kv, LogitsFor::kLastToken);
+  result.prefill_seconds = seconds_since(start);
+
+  start = std::chrono::steady_clock::now();
+  while (static_cast<int64_t>(result.tokens.size()) < max_tokens) {
+    TokenId next = coordinator ? sampler.sample(logits) : 0;
+    next = comm_.broadcast_value(next, 0);
+    result.tokens.push_back(next);
+    if (coordinator && on_token) on_token(next);
+    if (tokenizer_.is_end_of_generation(next)) {
+      result.stop_reason = StopReason::kEndOfGeneration;
+      break;
+    }
+    if (static_cast<int64_t>(result.tokens.size()) == max_tokens) break;
+    if (kv.next_position() >= context_size_) {
+      result.stop_reason = StopReason::kContextFull;
+      break;
+    }
+    const TokenId step[] = {next};
+    logits = model_.forward(step, kv, LogitsFor::kLastToken);
+  }
+  result.decode_seconds = seconds_since(start);
+  result.kv_bytes_held = kv.bytes_held();
+  result.kv_bytes_full = kv.full_bytes();
+  return result;
+}
+
+}  // namespace kvshrink::engine

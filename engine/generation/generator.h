@@ -1,0 +1,45 @@
+// Runs one request through prefill and decode on every rank (SPMD). Rank 0 owns the request: its
+// prompt ids are broadcast, it samples each next token and broadcasts it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "engine/generation/sampler.h"
+#include "engine/model/llama_model.h"
+
+namespace kvshrink::engine {
+
+enum class StopReason { kEndOfGeneration, kMaxTokens, kContextFull };
+const char* stop_reason_name(StopReason reason);
+
+struct GenerationResult {
+  std::vector<TokenId> tokens;  // generated tokens, without the prompt
+  StopReason stop_reason = StopReason::kMaxTokens;
+  int64_t prompt_tokens = 0;
+  double prefill_seconds = 0.0;
+  double decode_seconds = 0.0;  // for tokens.size() - 1 decode steps after the first token
+  uint64_t kv_bytes_held = 0;   // this rank's KV bytes at the end
+  uint64_t kv_bytes_full = 0;   // what this rank would hold at full KV for the same positions
+};
+
+class Generator {
+ public:
+  // context_size: most positions a sequence may use (prompt + generated).
+  Generator(LlamaModel& model, const Tokenizer& tokenizer, comm::Communicator& comm, int64_t context_size);
+
+  // prompt and params are read on rank 0 (other ranks may pass anything); on_token is called on
+  // rank 0 for every generated token as soon as it is sampled. Throws comm::JobError on
+  // every rank for an empty prompt or one that leaves no room in the context.
+  GenerationResult generate(std::vector<TokenId> prompt, int64_t max_tokens, const SamplingParams& params,
+                            const std::function<void(TokenId)>& on_token);
+
+ private:
+  LlamaModel& model_;
+  const Tokenizer& tokenizer_;
+  comm::Communicator& comm_;
+  int64_t context_size_;
+};
+
+}  // namespace kvshrink::engine

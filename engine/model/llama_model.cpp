@@ -1,0 +1,170 @@
+#include "engine/model/llama_model.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+#include "comm/communicator.h"
+#include "engine/gguf/gguf_file.h"
+#include "kernels/backend.h"
+#include "kernels/cpu/dequantize.h"
+
+namespace kvshrink::engine {
+
+LlamaModel::LlamaModel(const GgufFile& file, comm::Communicator& comm, kernels::Backend& backend,
+                       int64_t max_batch)
+    : config_(LlamaConfig::from_gguf(file)),
+      shard_(shard_layout(config_, comm.world().size, comm.world().rank)),
+      weights_(LlamaWeights::load(file, config_, shard_)),
+      comm_(comm),
+      backend_(backend),
+      max_batch_(max_batch) {
+  const auto m = static_cast<size_t>(max_batch);
+  const auto d = static_cast<size_t>(config_.head_dim);
+  hidden_.resize(m * config_.n_embd);
+  normed_.resize(m * config_.n_embd);
+  partial_.resize(m * config_.n_embd);
+  q_.resize(m * shard_.q_heads.size() * d);
+  attn_out_.resize(q_.size());
+  k_.resize(m * shard_.kv_heads.size() * d);
+  v_.resize(k_.size());
+  gate_.resize(m * shard_.ffn.size());
+  up_.resize(gate_.size());
+  positions_.resize(m);
+}
+
+kvstore::KvStore LlamaModel::make_kv_store() const {
+  return kvstore::KvStore(config_.n_layers, shard_.kv_heads.size(), config_.head_dim);
+}
+
+std::vector<float> LlamaModel::forward(std::span<const TokenId> tokens, kvstore::KvStore& kv, LogitsFor which) {
+  if (tokens.empty()) throw std::invalid_argument("forward: no tokens");
+  for (TokenId id : tokens) {
+    if (id < 0 || id >= config_.vocab_size) {
+      throw std::invalid_argument(fmt::format("token id {} outside the vocabulary [0, {})", id, config_.vocab_size));
+    }
+  }
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  const int64_t out_rows = which == LogitsFor::kEveryToken ? n : 1;
+  std::vector<float> out(static_cast<size_t>(out_rows * config_.vocab_size));
+  for (int64_t begin = 0; begin < n; begin += max_batch_) {
+    const int64_t m = std::min(max_batch_, n - begin);
+    forward_chunk(tokens.subspan(begin, m), kv);
+    // final norm + output projection for the rows whose logits were asked for
+    const int64_t first_row = which == LogitsFor::kEveryToken ? 0 : (begin + m == n ? m - 1 : m);
+    if (first_row == m) continue;
+    const int64_t rows = m - first_row;
+    float* rows_hidden = hidden_.data() + first_row * config_.n_embd;
+    backend_.rms_norm(rows_hidden, weights_.output_norm.data(), normed_.data(), rows, config_.n_embd, config_.rms_eps);
+    const int64_t out_begin = which == LogitsFor::kEveryToken ? begin : 0;
+    logits(normed_.data(), rows, out.data() + out_begin * config_.vocab_size);
+  }
+  return out;
+}
+
+// One chunk of m tokens (m <= max_batch) through all layers; leaves the residual stream in hidden_.
+void LlamaModel::forward_chunk(std::span<const TokenId> tokens, kvstore::KvStore& kv) {
+  const auto m = static_cast<int64_t>(tokens.size());
+  const int64_t start = kv.next_position();
+  if (start + m > std::numeric_limits<int32_t>::max()) throw std::length_error("forward: position overflow");
+  for (int64_t i = 0; i < m; ++i) positions_[i] = static_cast<int32_t>(start + i);
+  embed(tokens, hidden_.data());
+  for (int64_t layer = 0; layer < config_.n_layers; ++layer) {
+    attention_block(layer, m, kv);
+    ffn_block(layer, m);
+  }
+  kv.advance(m);
+}
+
+void LlamaModel::embed(std::span<const TokenId> tokens, float* x) const {
+  const auto& table = weights_.token_embedding;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    kernels::cpu::dequantize_row(table.type, table.rows.data() + tokens[i] * table.row_bytes, x + i * config_.n_embd,
+                                 config_.n_embd);
+  }
+}
+
+// hidden += wo . attention(rope(wq . norm(hidden)), rope(wk . norm(hidden)), wv . norm(hidden))
+//   normed [m x n_embd] -> q [m x Hq x d], k, v [m x Hkv x d] (own heads)
+//   -> attn_out [m x Hq x d] -> partial [m x n_embd] -> all-reduce -> hidden +=
+void LlamaModel::attention_block(int64_t layer, int64_t m, kvstore::KvStore& kv) {
+  const auto& w = weights_.layers[static_cast<size_t>(layer)];
+  const int64_t d = config_.head_dim;
+  const int64_t hq = shard_.q_heads.size();
+  const int64_t hkv = shard_.kv_heads.size();
+  backend_.rms_norm(hidden_.data(), w.attn_norm.data(), normed_.data(), m, config_.n_embd, config_.rms_eps);
+  backend_.matmul(w.wq, normed_.data(), q_.data(), m);
+  backend_.matmul(w.wk, normed_.data(), k_.data(), m);
+  backend_.matmul(w.wv, normed_.data(), v_.data(), m);
+  backend_.rope(q_.data(), m, hq, d, positions_.data(), config_.rope_freq_base);
+  backend_.rope(k_.data(), m, hkv, d, positions_.data(), config_.rope_freq_base);
+
+  const int64_t group = config_.group_size();
+  for (int64_t h = 0; h < hkv; ++h) {
+    auto& segment = kv.head(layer, h);
+    for (int64_t i = 0; i < m; ++i) {
+      segment.append(k_.data() + (i * hkv + h) * d, v_.data() + (i * hkv + h) * d, positions_[i]);
+    }
+    kernels::HeadAttention args{};
+    args.q = q_.data() + h * group * d;
+    args.q_stride = hq * d;
+    args.out = attn_out_.data() + h * group * d;
+    args.out_stride = hq * d;
+    args.keys = segment.keys();
+    args.values = segment.values();
+    args.kv_positions = segment.positions();
+    args.q_positions = positions_.data();
+    args.m = m;
+    args.n_kv = segment.tokens();
+    args.group = group;
+    args.head_dim = d;
+    args.scale = 1.0f / std::sqrt(static_cast<float>(d));
+    backend_.attention(args);
+  }
+  backend_.matmul(w.wo, attn_out_.data(), partial_.data(), m);
+  const auto residual = std::span<float>(partial_.data(), static_cast<size_t>(m * config_.n_embd));
+  comm_.all_reduce_sum(residual);
+  backend_.add(hidden_.data(), partial_.data(), m * config_.n_embd);
+}
+
+// hidden += w_down . (silu(w_gate . norm(hidden)) * (w_up . norm(hidden)))
+//   normed [m x n_embd] -> gate, up [m x own ffn] -> partial [m x n_embd] -> all-reduce -> hidden +=
+void LlamaModel::ffn_block(int64_t layer, int64_t m) {
+  const auto& w = weights_.layers[static_cast<size_t>(layer)];
+  backend_.rms_norm(hidden_.data(), w.ffn_norm.data(), normed_.data(), m, config_.n_embd, config_.rms_eps);
+  backend_.matmul(w.w_gate, normed_.data(), gate_.data(), m);
+  backend_.matmul(w.w_up, normed_.data(), up_.data(), m);
+  backend_.silu_mul(gate_.data(), up_.data(), m * shard_.ffn.size());
+  backend_.matmul(w.w_down, gate_.data(), partial_.data(), m);
+  const auto residual = std::span<float>(partial_.data(), static_cast<size_t>(m * config_.n_embd));
+  comm_.all_reduce_sum(residual);
+  backend_.add(hidden_.data(), partial_.data(), m * config_.n_embd);
+}
+
+// out[rows x vocab] = normed rows . output^T, each rank computing its vocab range, then gathered.
+void LlamaModel::logits(const float* normed_rows, int64_t rows, float* out) {
+  const int64_t vocab = config_.vocab_size;
+  const int tp = comm_.world().size;
+  if (tp == 1) {
+    backend_.matmul(weights_.output, normed_rows, out, rows);
+    return;
+  }
+  std::vector<float> local(static_cast<size_t>(rows * shard_.vocab.size()));
+  backend_.matmul(weights_.output, normed_rows, local.data(), rows);
+  std::vector<int64_t> counts(tp);
+  for (int r = 0; r < tp; ++r) counts[r] = rows * split_range(vocab, tp, r).size();
+  std::vector<float> gathered(static_cast<size_t>(rows * vocab));  // rank-major blocks [rows x vocab_r]
+  comm_.all_gather(local, gathered, counts);
+  int64_t block_offset = 0;
+  for (int r = 0; r < tp; ++r) {
+    const auto range = split_range(vocab, tp, r);
+    for (int64_t i = 0; i < rows; ++i) {
+      std::copy_n(gathered.data() + block_offset + i * range.size(), range.size(), out + i * vocab + range.begin);
+    }
+    block_offset += rows * range.size();
+  }
+}
+
+}  // namespace kvshrink::engine

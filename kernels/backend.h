@@ -1,0 +1,53 @@
+// The backend-neutral compute interface the engine calls. The CPU backend (kernels/cpu/) runs on
+// host memory with OpenBLAS; a CUDA backend will implement the same calls on device memory.
+//
+// Activations are row-major [tokens x features] float32 arrays.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#include "kernels/weight.h"
+
+namespace kvshrink::kernels {
+
+// Attention of one KV head and the `group` query heads that read it, for m query tokens over
+// n_kv cached tokens (the new tokens already appended). Causal by position: query i sees cached
+// token t iff kv_positions[t] <= q_positions[i].
+struct HeadAttention {
+  const float* q;       // query head j of token i at q + i*q_stride + j*head_dim (RoPE applied)
+  int64_t q_stride;     // floats between consecutive tokens
+  float* out;           // same layout as q, out_stride between tokens
+  int64_t out_stride;
+  const float* keys;    // [n_kv x head_dim], RoPE applied
+  const float* values;  // [n_kv x head_dim]
+  const int32_t* kv_positions;  // [n_kv]
+  const int32_t* q_positions;   // [m]
+  int64_t m;
+  int64_t n_kv;
+  int64_t group;
+  int64_t head_dim;
+  float scale;  // 1 / sqrt(head_dim)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string_view name() const = 0;
+
+  // y[m x w.rows] = x[m x w.cols] . w^T
+  virtual void matmul(const Weight& w, const float* x, float* y, int64_t m) = 0;
+  // y[m x n] = x / sqrt(mean(x^2) + eps) * gamma[n], row by row (y may alias x)
+  virtual void rms_norm(const float* x, const float* gamma, float* y, int64_t m, int64_t n, float eps) = 0;
+  // x[m x n_heads x head_dim], rotated in place by position: pairs (2i, 2i+1) by
+  // theta_i = pos * freq_base^(-2i/head_dim) (GGUF llama "NORM" convention)
+  virtual void rope(float* x, int64_t m, int64_t n_heads, int64_t head_dim, const int32_t* positions,
+                    float freq_base) = 0;
+  // gate[i] = silu(gate[i]) * up[i]
+  virtual void silu_mul(float* gate, const float* up, int64_t count) = 0;
+  // y[i] += x[i]
+  virtual void add(float* y, const float* x, int64_t count) = 0;
+  virtual void attention(const HeadAttention& args) = 0;
+};
+
+}  // namespace kvshrink::kernels

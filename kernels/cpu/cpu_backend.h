@@ -1,0 +1,25 @@
+// CPU backend: GEMM/GEMV through OpenBLAS, element-wise work in vectorised loops with OpenMP.
+#pragma once
+
+#include <vector>
+
+#include "kernels/backend.h"
+
+namespace kvshrink::kernels::cpu {
+
+class CpuBackend final : public Backend {
+ public:
+  std::string_view name() const override { return "cpu"; }
+  void matmul(const Weight& w, const float* x, float* y, int64_t m) override;
+  void rms_norm(const float* x, const float* gamma, float* y, int64_t m, int64_t n, float eps) override;
+  void rope(float* x, int64_t m, int64_t n_heads, int64_t head_dim, const int32_t* positions,
+            float freq_base) override;
+  void silu_mul(float* gate, const float* up, int64_t count) override;
+  void add(float* y, const float* x, int64_t count) override;
+  void attention(const HeadAttention& args) override;
+
+ private:
+  std::vector<float> scores_;  // scratch: [query block x n_kv] attention probabilities
+};
+
+}  // namespace kvshrink::kernels::cpu

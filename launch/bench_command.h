@@ -1,0 +1,32 @@
+// `kvshrink bench`: llama-bench-like throughput tests. ppN = prefill of N tokens, tgN = N decode
+// steps one token at a time; "@ dD" = after a context of D tokens (not timed). Random token ids,
+// repeated --repetitions times; mean ± standard deviation of tokens/s, plus peak RSS per rank.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kvshrink::comm {
+class Communicator;
+}
+
+namespace kvshrink::launch {
+
+struct BenchOptions {
+  std::string model;
+  std::vector<int64_t> prompt_sizes = {512, 2048};
+  std::vector<int64_t> generate_sizes = {128};
+  std::vector<int64_t> depths = {0};
+  int repetitions = 3;
+  std::string output = "md";  // md | json
+  int64_t context_size = 0;
+  int64_t batch_size = 512;
+  uint64_t seed = 1234;
+};
+
+CLI::App* add_bench_command(CLI::App& app, BenchOptions& options);
+int run_bench(const BenchOptions& options, comm::Communicator& comm);
+
+}  // namespace kvshrink::launch

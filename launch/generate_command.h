@@ -1,0 +1,32 @@
+// `kvshrink generate`: one prompt in, generated text streamed to stdout by rank 0, timings and
+// memory to stderr.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <string>
+
+#include "engine/generation/sampler.h"
+
+namespace kvshrink::comm {
+class Communicator;
+}
+
+namespace kvshrink::launch {
+
+struct GenerateOptions {
+  std::string model;
+  std::string prompt;
+  std::string prompt_file;
+  bool chat = false;
+  int64_t max_tokens = 128;
+  engine::SamplingParams sampling;
+  int64_t context_size = 0;  // 0 = the model's trained context
+  int64_t batch_size = 512;
+  bool show_stats = true;
+};
+
+CLI::App* add_generate_command(CLI::App& app, GenerateOptions& options);
+int run_generate(const GenerateOptions& options, comm::Communicator& comm);
+
+}  // namespace kvshrink::launch

@@ -1,0 +1,33 @@
+// What every subcommand that runs the model needs: the tokenizer, a compute backend and this
+// rank's shard of the model, loaded the same way on every rank.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "engine/model/llama_model.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "kernels/cpu/cpu_backend.h"
+
+namespace kvshrink::comm {
+class Communicator;
+}
+
+namespace kvshrink::launch {
+
+struct LoadedModel {
+  std::unique_ptr<engine::Tokenizer> tokenizer;
+  std::unique_ptr<kernels::cpu::CpuBackend> backend;
+  std::unique_ptr<engine::LlamaModel> model;
+  double load_seconds = 0.0;
+};
+
+// Collective: every rank opens the GGUF and loads its shard. A failure on any rank (bad file,
+// not a llama model, too many ranks for the heads) becomes the same comm::JobError on every rank.
+LoadedModel load_model(const std::string& path, comm::Communicator& comm, int64_t max_batch);
+
+// Peak resident set size of this process, in bytes (VmHWM).
+uint64_t peak_rss_bytes();
+
+}  // namespace kvshrink::launch

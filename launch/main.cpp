@@ -1,0 +1,55 @@
+// The kvshrink executable. Every MPI rank runs this same program (SPMD); rank 0 is the coordinator
+// and the only rank that prints.
+//
+// Errors: a bad flag is seen identically by every rank (same argv), which all exit with code 2;
+// an input error found by a collective check (comm::JobError) is printed once by rank 0 and every
+// rank exits with code 1; anything else aborts the whole job through the communicator.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
+
+#include "comm/collective_error.h"
+#include "comm/communicator.h"
+#include "launch/bench_command.h"
+#include "launch/cpu_environment.h"
+#include "launch/generate_command.h"
+
+int main(int argc, char** argv) {
+  using namespace kvshrink;
+  launch::reexec_with_openblas_coretype(argc, argv);
+  std::unique_ptr<comm::Communicator> comm;
+  try {
+    comm = comm::make_mpi_communicator(&argc, &argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kvshrink: error: %s\n", e.what());
+    return 1;
+  }
+  const bool coordinator = comm->world().is_coordinator();
+  launch::set_compute_threads(comm->world());
+
+  CLI::App app{"kvshrink: a tensor-parallel Llama inference engine with a compressed KV cache"};
+  app.require_subcommand(1);
+  launch::GenerateOptions generate_options;
+  auto* generate = launch::add_generate_command(app, generate_options);
+  launch::BenchOptions bench_options;
+  auto* bench = launch::add_bench_command(app, bench_options);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return coordinator ? app.exit(e) : 0;  // --help
+    if (coordinator) std::fprintf(stderr, "kvshrink: error: %s (see --help)\n", e.what());
+    return 2;
+  }
+
+  try {
+    if (generate->parsed()) return launch::run_generate(generate_options, *comm);
+    if (bench->parsed()) return launch::run_bench(bench_options, *comm);
+  } catch (const comm::JobError& e) {
+    if (coordinator) std::fprintf(stderr, "kvshrink: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    comm->abort(1, e.what());
+  }
+  return 0;
+}

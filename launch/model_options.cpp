@@ -1,0 +1,41 @@
+#include "launch/model_options.h"
+
+#include <fmt/format.h>
+
+#include "comm/collective_error.h"
+
+namespace kvshrink::launch {
+
+void add_model_options(CLI::App& cmd, std::string& model, int64_t& context_size, int64_t& batch_size) {
+  cmd.add_option("-m,--model", model, "GGUF model file (llama architecture)")->required();
+  cmd.add_option("-c,--ctx-size", context_size, "Context size in tokens (0 = the model's trained context)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
+  cmd.add_option("-b,--batch-size", batch_size, "Prefill chunk size in tokens")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
+}
+
+void add_sampling_options(CLI::App& cmd, engine::SamplingParams& s) {
+  cmd.add_option("--temperature", s.temperature, "Sampling temperature; 0 = greedy")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0f, 100.0f));
+  cmd.add_option("--top-k", s.top_k, "Keep the k most likely tokens; 0 = all")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd.add_option("--top-p", s.top_p, "Nucleus sampling: keep the smallest set with this probability")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0f, 1.0f) & CLI::Validator([](std::string& v) {
+                return std::stof(v) > 0.0f ? std::string() : std::string("top-p must be > 0");
+              }, "> 0"));
+  cmd.add_option("--seed", s.seed, "Random seed for sampling")->capture_default_str();
+}
+
+int64_t context_size_or_default(int64_t requested, const engine::LlamaConfig& config, comm::Communicator& comm) {
+  comm::check_all(comm, requested <= config.n_ctx_train,
+                  fmt::format("--ctx-size {} exceeds the model's trained context of {} tokens", requested,
+                              config.n_ctx_train));
+  return requested == 0 ? config.n_ctx_train : requested;
+}
+
+}  // namespace kvshrink::launch

@@ -1,0 +1,25 @@
+// Command-line options shared by the subcommands that run the model.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <string>
+
+#include "engine/generation/sampler.h"
+#include "engine/model/llama_config.h"
+
+namespace kvshrink::comm {
+class Communicator;
+}
+
+namespace kvshrink::launch {
+
+// --model (required), --ctx-size, --batch-size.
+void add_model_options(CLI::App& cmd, std::string& model, int64_t& context_size, int64_t& batch_size);
+// --temperature, --top-k, --top-p, --seed.
+void add_sampling_options(CLI::App& cmd, engine::SamplingParams& sampling);
+// The context to use: the requested size, or the model's trained context when 0. A request above
+// the trained context is an error on every rank.
+int64_t context_size_or_default(int64_t requested, const engine::LlamaConfig& config, comm::Communicator& comm);
+
+}  // namespace kvshrink::launch
