@@ -81,6 +81,8 @@ class GgufFile {
  private:
   struct Mapping;
   GgufFile() = default;
+  const GgufValue& require(std::string_view key) const;  // throws GgufError if absent
+  GgufError wrong_type(std::string_view key, const GgufValue& value, std::string_view expected) const;
 
   std::filesystem::path path_;
   uint32_t version_ = 0;

@@ -33,6 +33,8 @@ struct GgufArray {
                std::vector<uint32_t>, std::vector<int32_t>, std::vector<float>, std::vector<bool>,
                std::vector<std::string>, std::vector<uint64_t>, std::vector<int64_t>, std::vector<double>>
       elements;
+
+  friend bool operator==(const GgufArray&, const GgufArray&) = default;
 };
 
 struct GgufValue {
@@ -40,6 +42,8 @@ struct GgufValue {
   std::variant<uint8_t, int8_t, uint16_t, int16_t, uint32_t, int32_t, float, bool, std::string, GgufArray,
                uint64_t, int64_t, double>
       data;
+
+  friend bool operator==(const GgufValue&, const GgufValue&) = default;
 };
 
 }  // namespace kvshrink::engine

@@ -9,7 +9,8 @@
 namespace kvshrink::kernels::cpu {
 
 // dst[0..n) = dequantized elements of src. n must be a multiple of the type's block_elements;
-// src holds n / block_elements blocks. Throws std::invalid_argument otherwise.
+// src holds n / block_elements blocks. Throws std::invalid_argument otherwise. src must be aligned to
+// 2 bytes (4 for F32); GGUF tensor data always is (8 or more).
 void dequantize_row(TensorType type, const void* src, float* dst, int64_t n);
 
 // Half-precision helpers (IEEE binary16 and bfloat16), exact including subnormals.
