@@ -1,0 +1,58 @@
+// The MPI backend of Communicator: owns MPI (init in the constructor, finalize in the
+// destructor) and a duplicate of MPI_COMM_WORLD whose errors come back as return codes, turned
+// into std::runtime_error with MPI's error string.
+#pragma once
+
+// The C API only: without these, OpenMPI's and MPICH's mpi.h pull in the removed C++ bindings,
+// which need a library the build does not link.
+#ifndef OMPI_SKIP_MPICXX
+#define OMPI_SKIP_MPICXX 1
+#endif
+#ifndef MPICH_SKIP_MPICXX
+#define MPICH_SKIP_MPICXX 1
+#endif
+#include <mpi.h>
+
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include "comm/communicator.h"
+
+namespace kvshrink::comm {
+
+class MpiCommunicator final : public Communicator {
+ public:
+  // Calls MPI_Init_thread (MPI_THREAD_FUNNELED); throws if MPI is already initialised.
+  MpiCommunicator(int* argc, char*** argv);
+  ~MpiCommunicator() override;
+
+  // A one-rank communicator over this process alone (a duplicate of MPI_COMM_SELF), for work a rank
+  // does by itself inside a larger job (e.g. a reference run in a test). MPI must be initialised by
+  // another MpiCommunicator, which outlives this one; this one does not finalise MPI.
+  static MpiCommunicator self();
+
+  MpiCommunicator(MpiCommunicator&& other) noexcept;
+  MpiCommunicator& operator=(MpiCommunicator&& other) noexcept;
+  MpiCommunicator(const MpiCommunicator&) = delete;
+  MpiCommunicator& operator=(const MpiCommunicator&) = delete;
+
+  const World& world() const override { return world_; }
+
+  void all_reduce_sum(std::span<float> data) override;
+  void all_reduce_max(std::span<int64_t> data) override;
+  void all_gather(std::span<const float> send, std::span<float> recv,
+                  std::span<const int64_t> counts) override;
+  void broadcast(std::span<std::byte> data, int root) override;
+  void barrier() override;
+  [[noreturn]] void abort(int exit_code, std::string_view message) override;
+
+ private:
+  MpiCommunicator(MPI_Comm base, bool owns_mpi);
+
+  MPI_Comm comm_ = MPI_COMM_NULL;  // MPI_COMM_NULL when moved from: the destructor does nothing
+  bool owns_mpi_ = true;           // finalises MPI when destroyed
+  World world_;
+};
+
+}  // namespace kvshrink::comm
