@@ -1,0 +1,53 @@
+// Shared by the end-to-end tests: MPI (as a single rank), the default model loaded once per test
+// process, and the golden files (paths: support/test_paths.h). A missing model or golden file is a
+// test failure with a clear message, never a skip.
+#pragma once
+
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string>
+
+#include "comm/communicator.h"
+#include "engine/gguf/gguf_file.h"
+#include "engine/model/llama_model.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "support/test_paths.h"
+
+namespace kvshrink::testing {
+
+inline nlohmann::json read_golden(const std::string& file_name) {
+  const std::string path = golden_path(file_name);
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot read golden file " + path);
+  return nlohmann::json::parse(in);
+}
+
+inline comm::Communicator& test_communicator() {
+  static int argc = 0;
+  static char** argv = nullptr;
+  static auto communicator = comm::make_mpi_communicator(&argc, &argv);
+  return *communicator;
+}
+
+struct TestModel {
+  std::unique_ptr<engine::Tokenizer> tokenizer;
+  kernels::cpu::CpuBackend backend;
+  std::unique_ptr<engine::LlamaModel> model;
+};
+
+// The default model ($KVSHRINK_MODEL), loaded once; throws if the file is missing.
+inline TestModel& default_model() {
+  static std::unique_ptr<TestModel> loaded = [] {
+    auto m = std::make_unique<TestModel>();
+    const auto file = engine::GgufFile::open(model_path());
+    m->tokenizer = std::make_unique<engine::Tokenizer>(engine::Tokenizer::from_gguf(file));
+    m->model = std::make_unique<engine::LlamaModel>(file, test_communicator(), m->backend);
+    return m;
+  }();
+  return *loaded;
+}
+
+}  // namespace kvshrink::testing
