@@ -16,9 +16,9 @@ LoadedModel load_model(const std::string& path, comm::Communicator& comm, int64_
   try {
     // The mapping is dropped at the end of this scope: each rank keeps only its own shard.
     const auto file = engine::GgufFile::open(path);
-    loaded.tokenizer = std::make_unique<engine::Tokenizer>(engine::Tokenizer::from_gguf(file));
     loaded.backend = std::make_unique<kernels::cpu::CpuBackend>();
-    loaded.model = std::make_unique<engine::LlamaModel>(file, comm, *loaded.backend, max_batch);
+    loaded.model = std::make_unique<engine::LlamaModel>(file, comm, *loaded.backend, max_batch);  // checks arch first
+    loaded.tokenizer = std::make_unique<engine::Tokenizer>(engine::Tokenizer::from_gguf(file));
   } catch (const std::exception& e) {
     error = e.what();
   }

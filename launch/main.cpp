@@ -38,7 +38,10 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return coordinator ? app.exit(e) : 0;  // --help
-    if (coordinator) std::fprintf(stderr, "kvshrink: error: %s (see --help)\n", e.what());
+    // CLI11 checks required options before it reports unknown ones; the unknown ones explain more.
+    const auto unknown = app.remaining(true);
+    const std::string message = unknown.empty() ? e.what() : "unknown argument(s): " + CLI::detail::join(unknown, " ");
+    if (coordinator) std::fprintf(stderr, "kvshrink: error: %s (see --help)\n", message.c_str());
     return 2;
   }
 
