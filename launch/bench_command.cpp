@@ -3,8 +3,8 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <filesystem>
 #include <cmath>
-#include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
@@ -12,6 +12,7 @@
 #include "comm/collective_error.h"
 #include "comm/communicator.h"
 #include "engine/model/llama_model.h"
+#include "launch/cpu_environment.h"
 #include "launch/loaded_model.h"
 #include "launch/model_options.h"
 
@@ -76,11 +77,6 @@ double run_case(engine::LlamaModel& model, const BenchCase& test, std::mt19937_6
   return static_cast<double>(test.prompt + test.generate) / seconds;
 }
 
-std::string threads_description() {
-  const char* threads = std::getenv("OPENBLAS_NUM_THREADS");
-  return threads ? threads : "auto";
-}
-
 }  // namespace
 
 CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
@@ -138,7 +134,7 @@ int run_bench(const BenchOptions& options, comm::Communicator& comm) {
   if (options.output == "json") {
     nlohmann::json out = nlohmann::json::array();
     for (const auto& r : results) {
-      out.push_back({{"model", model_name}, {"ranks", size}, {"threads_per_rank", threads_description()},
+      out.push_back({{"model", model_name}, {"ranks", size}, {"threads_per_rank", compute_threads()},
                      {"test", r.test.name}, {"n_prompt", r.test.prompt}, {"n_gen", r.test.generate},
                      {"n_depth", r.test.depth}, {"tokens_per_second", r.tokens_per_second},
                      {"avg_ts", r.mean()}, {"stddev_ts", r.stddev()}, {"peak_rss_mib_per_rank", rss},
@@ -153,7 +149,7 @@ int run_bench(const BenchOptions& options, comm::Communicator& comm) {
   fmt::print("| --- | --- | ---: | ---: | ---: | ---: | ---: |\n");
   for (const auto& r : results) {
     fmt::print("| {} | {} | {} | {} | {} | {:.2f} ± {:.2f} | {} |\n", model_name, loaded.backend->name(), size,
-               threads_description(), r.test.name, r.mean(), r.stddev(), fmt::join(rss_text, " / "));
+               compute_threads(), r.test.name, r.mean(), r.stddev(), fmt::join(rss_text, " / "));
   }
   return 0;
 }

@@ -1,7 +1,6 @@
 #include "launch/cpu_environment.h"
 
 #include <cblas.h>
-#include <omp.h>
 #include <sched.h>
 #include <unistd.h>
 
@@ -36,7 +35,8 @@ void set_compute_threads(const comm::World& world) {
   int per_rank = static_cast<int>(std::thread::hardware_concurrency()) / std::max(1, world.local_size);
   int threads = std::max(1, std::min(per_rank, usable_cpus()));
   openblas_set_num_threads(threads);
-  omp_set_num_threads(threads);
 }
+
+int compute_threads() { return openblas_get_num_threads(); }
 
 }  // namespace kvshrink::launch

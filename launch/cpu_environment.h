@@ -14,9 +14,12 @@ namespace kvshrink::launch {
 // re-exec; a user's own value is kept. If exec fails, the program goes on unchanged.
 void reexec_with_openblas_coretype(int argc, char** argv);
 
-// Unless OPENBLAS_NUM_THREADS or OMP_NUM_THREADS is set, gives OpenBLAS and OpenMP
+// Unless OPENBLAS_NUM_THREADS or OMP_NUM_THREADS is set, gives OpenBLAS (the only thread pool)
 // max(1, hardware threads / ranks on this node) threads, and no more than the CPUs this process
 // may run on (mpirun binds each of 1-2 ranks to one core by default; `--bind-to none` lifts it).
 void set_compute_threads(const comm::World& world);
+
+// Threads this rank computes with (OpenBLAS's pool).
+int compute_threads();
 
 }  // namespace kvshrink::launch

@@ -22,7 +22,6 @@ void CpuBackend::matmul(const Weight& w, const float* x, float* y, int64_t m) {
 }
 
 void CpuBackend::rms_norm(const float* x, const float* gamma, float* y, int64_t m, int64_t n, float eps) {
-#pragma omp parallel for if (m > 16)
   for (int64_t row = 0; row < m; ++row) {
     const float* xr = x + row * n;
     float* yr = y + row * n;
@@ -40,7 +39,6 @@ void CpuBackend::rope(float* x, int64_t m, int64_t n_heads, int64_t head_dim, co
   for (int64_t i = 0; i < half; ++i) {
     inv_freq[i] = std::pow(static_cast<double>(freq_base), -2.0 * static_cast<double>(i) / head_dim);
   }
-#pragma omp parallel for if (m > 16)
   for (int64_t token = 0; token < m; ++token) {
     std::vector<float> cos_theta(half), sin_theta(half);
     for (int64_t i = 0; i < half; ++i) {
@@ -61,7 +59,7 @@ void CpuBackend::rope(float* x, int64_t m, int64_t n_heads, int64_t head_dim, co
 }
 
 void CpuBackend::silu_mul(float* gate, const float* up, int64_t count) {
-#pragma omp parallel for simd if (count > 65536)
+#pragma omp simd
   for (int64_t i = 0; i < count; ++i) {
     const float g = gate[i];
     gate[i] = g / (1.0f + fast_exp(-g)) * up[i];
@@ -106,7 +104,6 @@ void CpuBackend::attention(const HeadAttention& a) {
                     static_cast<int>(a.q_stride), a.keys, d, 0.0f, scores, nv);
       }
       // Causal mask + softmax per row; masked entries become exactly 0.
-#pragma omp parallel for if (rows * n_visible > 32768)
       for (int64_t i = 0; i < rows; ++i) {
         float* row = scores + i * n_visible;
         const int64_t seen = std::upper_bound(a.kv_positions, a.kv_positions + n_visible, q_pos[i]) -

@@ -1,4 +1,5 @@
-// CPU backend: GEMM/GEMV through OpenBLAS, element-wise work in vectorised loops with OpenMP.
+// CPU backend: GEMM/GEMV through OpenBLAS, which also owns the threads (one pool: a second one,
+// e.g. OpenMP, would spin against it on few cores); element-wise work in vectorised loops.
 #pragma once
 
 #include <vector>
