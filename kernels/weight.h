@@ -1,9 +1,10 @@
 // A weight matrix as the compute backends see it: [rows = output features, cols = input features],
-// row-major (each output row contiguous), i.e. the GGUF/HF [out, in] layout. It knows its dtype so
-// that quantized storage (planned for fast decode GEMV) can sit behind the same type; today every
-// weight is dequantized to f32 at load.
+// row-major (each output row contiguous), i.e. the GGUF/HF [out, in] layout. Its rows are stored
+// either as float32 or in their GGML packing (e.g. Q4_1: cols/32 blocks of 20 bytes per row), as
+// loaded from the GGUF; the backend picks its kernels by dtype().
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -14,18 +15,30 @@ namespace kvshrink::kernels {
 class Weight {
  public:
   Weight() = default;
-  Weight(int64_t rows, int64_t cols, std::vector<float> values);
+  // values: rows x cols float32.
+  static Weight from_f32(int64_t rows, int64_t cols, std::vector<float> values);
+  // packed: rows x row_bytes, row_bytes = cols / block_elements * block_bytes of `type`.
+  static Weight from_packed(TensorType type, int64_t rows, int64_t cols, std::vector<std::byte> packed);
 
-  TensorType dtype() const { return TensorType::F32; }
+  TensorType dtype() const { return dtype_; }
   int64_t rows() const { return rows_; }
   int64_t cols() const { return cols_; }
-  const float* f32() const { return values_.data(); }
-  uint64_t bytes() const { return values_.size() * sizeof(float); }
+  int64_t row_bytes() const { return row_bytes_; }
+  // Float32 rows; only for dtype() == F32.
+  const float* f32() const { return reinterpret_cast<const float*>(data_.data()); }
+  const std::byte* row(int64_t r) const { return data_.data() + r * row_bytes_; }
+  uint64_t bytes() const { return data_.size(); }
 
  private:
+  TensorType dtype_ = TensorType::F32;
   int64_t rows_ = 0;
   int64_t cols_ = 0;
-  std::vector<float> values_;  // rows_ x cols_
+  int64_t row_bytes_ = 0;
+  std::vector<std::byte> data_;  // rows_ x row_bytes_
 };
+
+// Bytes of one packed row of `cols` elements; throws std::invalid_argument if cols is not a whole
+// number of blocks.
+int64_t packed_row_bytes(TensorType type, int64_t cols);
 
 }  // namespace kvshrink::kernels

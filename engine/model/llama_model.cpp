@@ -81,8 +81,7 @@ void LlamaModel::forward_chunk(std::span<const TokenId> tokens, kvstore::KvStore
 void LlamaModel::embed(std::span<const TokenId> tokens, float* x) const {
   const auto& table = weights_.token_embedding;
   for (size_t i = 0; i < tokens.size(); ++i) {
-    kernels::cpu::dequantize_row(table.type, table.rows.data() + tokens[i] * table.row_bytes, x + i * config_.n_embd,
-                                 config_.n_embd);
+    kernels::cpu::dequantize_row(table.dtype(), table.row(tokens[i]), x + i * config_.n_embd, config_.n_embd);
   }
 }
 

@@ -26,36 +26,40 @@ const GgufTensorInfo& tensor_with_shape(const GgufFile& file, const std::string&
   return tensor;
 }
 
-int64_t packed_row_bytes(const GgufTensorInfo& tensor) {
-  const auto& info = kernels::tensor_type_info(tensor.type);
-  return static_cast<int64_t>(tensor.dims[0] / info.block_elements * info.block_bytes);
-}
-
-// Rows [range.begin, range.end) of a [rows x cols] tensor, dequantized.
+// Rows [range.begin, range.end) of a [rows x cols] tensor, kept in the file's packing.
 Weight load_rows(const GgufFile& file, const std::string& name, int64_t cols, int64_t rows, IndexRange range) {
   const auto& tensor = tensor_with_shape(file, name, cols, rows);
   const auto data = file.tensor_data(tensor);
-  const int64_t row_bytes = packed_row_bytes(tensor);
-  std::vector<float> values(static_cast<size_t>(range.size() * cols));
-  for (int64_t r = 0; r < range.size(); ++r) {
-    kernels::cpu::dequantize_row(tensor.type, data.data() + (range.begin + r) * row_bytes, values.data() + r * cols,
-                                 cols);
-  }
-  return Weight(range.size(), cols, std::move(values));
+  const int64_t row_bytes = kernels::packed_row_bytes(tensor.type, cols);
+  const auto first = data.begin() + range.begin * row_bytes;
+  return Weight::from_packed(tensor.type, range.size(), cols,
+                             std::vector<std::byte>(first, first + range.size() * row_bytes));
 }
 
-// Columns [range.begin, range.end) of every row of a [rows x cols] tensor, dequantized.
+// Columns [range.begin, range.end) of every row of a [rows x cols] tensor: packed when the range
+// falls on block boundaries (the usual case: whole heads, FFN splits of 32s), else as f32.
 Weight load_columns(const GgufFile& file, const std::string& name, int64_t cols, int64_t rows, IndexRange range) {
   const auto& tensor = tensor_with_shape(file, name, cols, rows);
   const auto data = file.tensor_data(tensor);
-  const int64_t row_bytes = packed_row_bytes(tensor);
+  const auto& info = kernels::tensor_type_info(tensor.type);
+  const int64_t row_bytes = kernels::packed_row_bytes(tensor.type, cols);
+  const auto block = static_cast<int64_t>(info.block_elements);
+  if (range.begin % block == 0 && range.end % block == 0) {
+    const int64_t slice_offset = range.begin / block * static_cast<int64_t>(info.block_bytes);
+    const int64_t slice_bytes = kernels::packed_row_bytes(tensor.type, range.size());
+    std::vector<std::byte> packed(static_cast<size_t>(rows * slice_bytes));
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(packed.data() + r * slice_bytes, data.data() + r * row_bytes + slice_offset, slice_bytes);
+    }
+    return Weight::from_packed(tensor.type, rows, range.size(), std::move(packed));
+  }
   std::vector<float> full_row(static_cast<size_t>(cols));
   std::vector<float> values(static_cast<size_t>(rows * range.size()));
   for (int64_t r = 0; r < rows; ++r) {
     kernels::cpu::dequantize_row(tensor.type, data.data() + r * row_bytes, full_row.data(), cols);
     std::memcpy(values.data() + r * range.size(), full_row.data() + range.begin, range.size() * sizeof(float));
   }
-  return Weight(rows, range.size(), std::move(values));
+  return Weight::from_f32(rows, range.size(), std::move(values));
 }
 
 std::vector<float> load_vector(const GgufFile& file, const std::string& name, int64_t n) {
@@ -68,7 +72,7 @@ std::vector<float> load_vector(const GgufFile& file, const std::string& name, in
 }  // namespace
 
 uint64_t LlamaWeights::bytes() const {
-  uint64_t total = token_embedding.rows.size() + (output_norm.size() * sizeof(float)) + output.bytes();
+  uint64_t total = token_embedding.bytes() + (output_norm.size() * sizeof(float)) + output.bytes();
   for (const auto& layer : layers) {
     total += (layer.attn_norm.size() + layer.ffn_norm.size()) * sizeof(float);
     for (const Weight* w : {&layer.wq, &layer.wk, &layer.wv, &layer.wo, &layer.w_gate, &layer.w_up, &layer.w_down}) {
@@ -84,11 +88,7 @@ LlamaWeights LlamaWeights::load(const GgufFile& file, const LlamaConfig& c, cons
   const IndexRange q_rows{shard.q_heads.begin * d, shard.q_heads.end * d};
   const IndexRange kv_rows{shard.kv_heads.begin * d, shard.kv_heads.end * d};
 
-  const auto& embd = tensor_with_shape(file, "token_embd.weight", c.n_embd, c.vocab_size);
-  const auto embd_data = file.tensor_data(embd);
-  weights.token_embedding.type = embd.type;
-  weights.token_embedding.row_bytes = packed_row_bytes(embd);
-  weights.token_embedding.rows.assign(embd_data.begin(), embd_data.end());
+  weights.token_embedding = load_rows(file, "token_embd.weight", c.n_embd, c.vocab_size, {0, c.vocab_size});
 
   weights.layers.resize(static_cast<size_t>(c.n_layers));
   for (int64_t l = 0; l < c.n_layers; ++l) {

@@ -1,5 +1,5 @@
-// The weights one tensor-parallel rank holds: its shard of every matrix, dequantized to f32, plus
-// the replicated norms and the packed token-embedding table.
+// The weights one tensor-parallel rank holds: its shard of every matrix, kept in the GGUF's
+// packing (e.g. Q4_1), plus the replicated norms (f32) and token-embedding table.
 //
 //   column-parallel (rows split):    wq, wk, wv (own heads), w_gate, w_up (own FFN range),
 //                                    output (own vocab range)
@@ -31,15 +31,8 @@ struct LlamaLayerWeights {
   kernels::Weight w_down;        // [n_embd x ffn]
 };
 
-// Token embedding rows kept in their GGUF packing (e.g. Q8_0); a lookup dequantizes one row.
-struct PackedEmbedding {
-  kernels::TensorType type;
-  int64_t row_bytes = 0;
-  std::vector<std::byte> rows;  // [vocab x row_bytes]
-};
-
 struct LlamaWeights {
-  PackedEmbedding token_embedding;
+  kernels::Weight token_embedding;  // [vocab x n_embd]; a lookup dequantizes one row
   std::vector<LlamaLayerWeights> layers;
   std::vector<float> output_norm;  // [n_embd]
   kernels::Weight output;          // [vocab shard x n_embd]; token_embd when tied
