@@ -92,10 +92,48 @@ void CpuBackend::add(float* y, const float* x, int64_t count) {
   for (int64_t i = 0; i < count; ++i) y[i] += x[i];
 }
 
+// One query token (decode): the group's query heads share each cached key and value, so every K/V
+// row is read once per group instead of once per query head; decode attention is memory-bound.
+void CpuBackend::decode_attention(const HeadAttention& a) {
+  const int64_t d = a.head_dim;
+  const int64_t n = std::upper_bound(a.kv_positions, a.kv_positions + a.n_kv, a.q_positions[0]) - a.kv_positions;
+  for (int64_t head = 0; head < a.group; ++head) std::fill_n(a.out + head * d, d, 0.0f);
+  if (n == 0) return;
+  scores_.resize(static_cast<size_t>(a.group * n));  // [group x n]
+  for (int64_t t = 0; t < n; ++t) {
+    const float* key = a.keys + t * d;
+    for (int64_t head = 0; head < a.group; ++head) {
+      const float* q = a.q + head * d;
+      float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+      for (int64_t i = 0; i < d; ++i) dot += q[i] * key[i];
+      scores_[head * n + t] = dot * a.scale;
+    }
+  }
+  std::vector<float> inv_sum(static_cast<size_t>(a.group));
+  for (int64_t head = 0; head < a.group; ++head) {
+    float* row = scores_.data() + head * n;
+    inv_sum[head] = 1.0f / exp_shifted_sum(row, n, max_of(row, n));
+  }
+  for (int64_t t = 0; t < n; ++t) {
+    const float* value = a.values + t * d;
+    for (int64_t head = 0; head < a.group; ++head) {
+      const float p = scores_[head * n + t] * inv_sum[head];
+      float* out = a.out + head * d;
+#pragma omp simd
+      for (int64_t i = 0; i < d; ++i) out[i] += p * value[i];
+    }
+  }
+}
+
 // Queries go in blocks of kQueryBlock tokens; a block only multiplies against the cached tokens
 // it can see (positions ascending), so causal prefill does about half the dense work.
 void CpuBackend::attention(const HeadAttention& a) {
   constexpr int64_t kQueryBlock = 128;
+  if (a.m == 1) {
+    decode_attention(a);
+    return;
+  }
   const int d = static_cast<int>(a.head_dim);
   const int32_t* kv_end = a.kv_positions + a.n_kv;
   for (int64_t block_begin = 0; block_begin < a.m; block_begin += kQueryBlock) {

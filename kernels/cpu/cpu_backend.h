@@ -20,6 +20,8 @@ class CpuBackend final : public Backend {
   void attention(const HeadAttention& args) override;
 
  private:
+  void decode_attention(const HeadAttention& args);
+
   std::vector<float> scores_;       // scratch: [query block x n_kv] attention probabilities
   std::vector<float> row_scratch_;  // scratch: dequantized weight rows
 };
