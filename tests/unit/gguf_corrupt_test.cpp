@@ -91,6 +91,9 @@ struct CorruptCase {
   std::string expected;  // substring of the error message
 };
 
+// Test names and failure messages show the case name, not the struct's bytes.
+void PrintTo(const CorruptCase& c, std::ostream* out) { *out << c.name; }
+
 std::vector<CorruptCase> corrupt_cases() {
   return {
       // Truncation in every section.
