@@ -12,6 +12,7 @@
 #include "comm/communicator.h"
 #include "launch/bench_command.h"
 #include "launch/cpu_environment.h"
+#include "launch/eval_command.h"
 #include "launch/generate_command.h"
 
 int main(int argc, char** argv) {
@@ -33,6 +34,8 @@ int main(int argc, char** argv) {
   auto* generate = launch::add_generate_command(app, generate_options);
   launch::BenchOptions bench_options;
   auto* bench = launch::add_bench_command(app, bench_options);
+  launch::EvalOptions eval_options;
+  auto* eval = launch::add_eval_command(app, eval_options);
 
   try {
     app.parse(argc, argv);
@@ -48,6 +51,7 @@ int main(int argc, char** argv) {
   try {
     if (generate->parsed()) return launch::run_generate(generate_options, *comm);
     if (bench->parsed()) return launch::run_bench(bench_options, *comm);
+    if (eval->parsed()) return launch::run_eval(eval_options, *comm);
   } catch (const comm::JobError& e) {
     if (coordinator) std::fprintf(stderr, "kvshrink: error: %s\n", e.what());
     return 1;

@@ -35,6 +35,11 @@ class Generator {
   GenerationResult generate(std::vector<TokenId> prompt, int64_t max_tokens, const SamplingParams& params,
                             const std::function<void(TokenId)>& on_token);
 
+  // The same, continuing a sequence whose first tokens are already in `kv` (e.g. a context
+  // prefilled, and later compressed, before its question arrives). `prompt` holds the new tokens.
+  GenerationResult generate(kvstore::KvStore& kv, std::vector<TokenId> prompt, int64_t max_tokens,
+                            const SamplingParams& params, const std::function<void(TokenId)>& on_token);
+
  private:
   LlamaModel& model_;
   const Tokenizer& tokenizer_;

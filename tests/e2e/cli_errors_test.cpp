@@ -1,61 +1,36 @@
 // The kvshrink executable under mpirun with bad input: each case must end with one clear error
 // line ("kvshrink: error: ..."), a non-zero exit of the job, and no hang (a 120 s timeout).
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <string>
 
 #include "engine/gguf/gguf_writer.h"
+#include "support/run_process.h"
 #include "support/test_paths.h"
 
 namespace kvshrink {
 namespace {
 
-struct RunResult {
-  int exit_code;
-  std::string output;  // stdout + stderr
-};
+using testing::RunResult;
+using testing::count_occurrences;
+using testing::mpirun_kvshrink;
 
-RunResult run(const std::string& command) {
-  const std::string full = "timeout 120 " + command + " 2>&1";
-  FILE* pipe = popen(full.c_str(), "r");
-  if (pipe == nullptr) throw std::runtime_error("popen failed");
-  std::string output;
-  std::array<char, 4096> buffer{};
-  while (fgets(buffer.data(), buffer.size(), pipe) != nullptr) output += buffer.data();
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128, output};
-}
-
-std::string mpirun(int np) {
-  return std::string(KVSHRINK_MPIRUN) + " --oversubscribe -np " + std::to_string(np) + " " + KVSHRINK_BINARY;
-}
-
-size_t count(const std::string& text, const std::string& what) {
-  size_t n = 0;
-  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
-  return n;
-}
+RunResult run(const std::string& command) { return testing::run_command(command, 120); }
 
 // Runs `args` on np ranks and expects one error line containing `expected`.
 void expect_clean_error(int np, const std::string& args, const std::string& expected) {
-  const auto result = run(mpirun(np) + " " + args);
+  const auto result = run(mpirun_kvshrink(np) + " " + args);
   EXPECT_NE(result.exit_code, 0) << args << "\n" << result.output;
   EXPECT_NE(result.exit_code, 124) << "timed out (hang): " << args;
-  EXPECT_EQ(count(result.output, "kvshrink: error:"), 1u) << args << "\n" << result.output;
+  EXPECT_EQ(count_occurrences(result.output, "kvshrink: error:"), 1u) << args << "\n" << result.output;
   EXPECT_NE(result.output.find(expected), std::string::npos) << "expected '" << expected << "' in:\n" << result.output;
 }
 
 class CliErrorsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
-    setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
-    setenv("OMP_NUM_THREADS", "1", 1);
-    setenv("OPENBLAS_NUM_THREADS", "1", 1);
     dir_ = std::filesystem::temp_directory_path() / ("kvshrink_cli_test_" + std::to_string(getpid()));
     std::filesystem::create_directories(dir_);
     engine::GgufWriter gpt2;
@@ -123,10 +98,10 @@ TEST_F(CliErrorsTest, HelpListsEveryGenerateFlag) {
 }
 
 TEST_F(CliErrorsTest, GoodRunPrintsTextAndSpeedOnRankZeroOnly) {
-  const auto result = run(mpirun(2) + " generate -m " + model() + " --chat -p 'What is the capital of France?' -n 12");
+  const auto result = run(mpirun_kvshrink(2) + " generate -m " + model() + " --chat -p 'What is the capital of France?' -n 12");
   EXPECT_EQ(result.exit_code, 0) << result.output;
   EXPECT_NE(result.output.find("Paris"), std::string::npos) << result.output;
-  EXPECT_EQ(count(result.output, "tokens/s"), 2u) << result.output;  // prompt and generation lines, once each
+  EXPECT_EQ(count_occurrences(result.output, "tokens/s"), 2u) << result.output;  // prompt and generation lines, once each
 }
 
 }  // namespace

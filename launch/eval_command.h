@@ -1,0 +1,33 @@
+// `kvshrink eval`: long-context tasks on the real model under mpirun, with per-sample JSONL,
+// summary.json and a markdown table written by rank 0 to --out.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kvshrink::comm {
+class Communicator;
+}
+
+namespace kvshrink::launch {
+
+struct EvalOptions {
+  std::string model;
+  std::vector<std::string> tasks;  // synthetic task names, or longbench/<dataset>
+  std::vector<int64_t> context_lengths = {1024, 2048, 4096, 8192};
+  std::vector<double> depths = {0, 25, 50, 75, 100};
+  int samples = 1;  // per (task, length, depth)
+  uint64_t seed = 0;
+  std::string mode = "query-aware";  // query-aware | query-agnostic | both
+  std::string longbench_dir;
+  std::string out;
+  int64_t context_size = 0;
+  int64_t batch_size = 512;
+};
+
+CLI::App* add_eval_command(CLI::App& app, EvalOptions& options);
+int run_eval(const EvalOptions& options, comm::Communicator& comm);
+
+}  // namespace kvshrink::launch

@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Plots from a `kvshrink eval` output folder (samples.jsonl), with matplotlib from Debian's
+python3-matplotlib (run with /usr/bin/python3):
+
+- niah_heatmap_<task>_<mode>.png: score by needle depth (rows) and context length (columns), for
+  every needle task and mode, as RULER/NIAH heatmaps;
+- score_vs_kv_<task>.png: mean score against the share of full-KV bytes held, one curve per press
+  (full KV is the point at 100 %).
+
+Usage: /usr/bin/python3 scripts/plot_eval.py OUT_DIR [OUT_DIR ...]   (PNGs go to the first folder)
+"""
+import collections
+import json
+import pathlib
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def read_records(folders):
+    records = []
+    for folder in folders:
+        with open(pathlib.Path(folder) / "samples.jsonl") as f:
+            records += [json.loads(line) for line in f if line.strip()]
+    return records
+
+
+def niah_heatmaps(records, out):
+    cells = collections.defaultdict(list)  # (task, mode) -> (depth, length) -> scores
+    for r in records:
+        if r["depth"] >= 0 and r.get("press", "none") == "none":
+            cells[(r["task"], r["mode"])].append(r)
+    for (task, mode), rows in cells.items():
+        depths = sorted({r["depth"] for r in rows})
+        lengths = sorted({r["context_length"] for r in rows})
+        grid = [[0.0] * len(lengths) for _ in depths]
+        for i, depth in enumerate(depths):
+            for j, length in enumerate(lengths):
+                scores = [r["score"] for r in rows if r["depth"] == depth and r["context_length"] == length]
+                grid[i][j] = sum(scores) / len(scores) if scores else float("nan")
+        fig, ax = plt.subplots(figsize=(1.2 * len(lengths) + 2, 0.5 * len(depths) + 1.5))
+        image = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+        ax.set_xticks(range(len(lengths)), [str(n) for n in lengths])
+        ax.set_yticks(range(len(depths)), [f"{d:g}%" for d in depths])
+        ax.set_xlabel("context length (tokens)")
+        ax.set_ylabel("needle depth")
+        ax.set_title(f"{task}, {mode}")
+        fig.colorbar(image, ax=ax, label="score")
+        fig.tight_layout()
+        fig.savefig(out / f"niah_heatmap_{task.replace('/', '_')}_{mode}.png", dpi=120)
+        plt.close(fig)
+
+
+def score_vs_kv(records, out):
+    points = collections.defaultdict(lambda: collections.defaultdict(list))  # task -> press -> [(share, score)]
+    for r in records:
+        share = r["kv_bytes_held"] / r["kv_bytes_full"] if r["kv_bytes_full"] else 1.0
+        points[r["task"]][r.get("press", "none")].append((share, r["score"]))
+    for task, presses in points.items():
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for press, values in sorted(presses.items()):
+            by_share = collections.defaultdict(list)
+            for share, score in values:
+                by_share[round(share, 3)].append(score)
+            xs = sorted(by_share)
+            ax.plot([100 * x for x in xs], [sum(by_share[x]) / len(by_share[x]) for x in xs], marker="o",
+                    label="full KV" if press == "none" else press)
+        ax.set_xscale("log")
+        ax.set_xlabel("KV bytes held (% of full)")
+        ax.set_ylabel("score")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(task)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / f"score_vs_kv_{task.replace('/', '_')}.png", dpi=120)
+        plt.close(fig)
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    out = pathlib.Path(sys.argv[1])
+    records = read_records(sys.argv[1:])
+    niah_heatmaps(records, out)
+    score_vs_kv(records, out)
+    print(f"plots written to {out}")
+
+
+if __name__ == "__main__":
+    main()

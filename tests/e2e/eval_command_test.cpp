@@ -1,0 +1,86 @@
+// `kvshrink eval` end to end under mpirun -np 2 on the real model: synthetic tasks in both modes,
+// output files and their contents, and bad input.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "support/run_process.h"
+#include "support/test_paths.h"
+
+namespace kvshrink {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+class EvalCommandTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    out_ = fs::temp_directory_path() / ("kvshrink_eval_test_" + std::to_string(getpid()));
+    fs::remove_all(out_);
+  }
+  void TearDown() override { fs::remove_all(out_); }
+
+  testing::RunResult eval(const std::string& args) {
+    return testing::run_command(testing::mpirun_kvshrink(2) + " eval -m " + testing::model_path() + " --out " +
+                                out_.string() + " " + args);
+  }
+
+  static std::vector<json> read_jsonl(const fs::path& path) {
+    std::vector<json> records;
+    std::ifstream in(path);
+    for (std::string line; std::getline(in, line);) records.push_back(json::parse(line));
+    return records;
+  }
+
+  fs::path out_;
+};
+
+TEST_F(EvalCommandTest, SyntheticTasksInBothModesWriteRecordsSummaryAndTable) {
+  const auto result = eval("--task passkey,niah_single_1 --context-lengths 512 --depths 0,100 --mode both --seed 3");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+
+  const auto records = read_jsonl(out_ / "samples.jsonl");
+  ASSERT_EQ(records.size(), 8u);  // 2 tasks x 1 length x 2 depths x 2 modes
+  for (const auto& r : records) {
+    EXPECT_GE(r["score"].get<double>(), 0.0);
+    EXPECT_LE(r["score"].get<double>(), 1.0);
+    EXPECT_LE(r["prompt_tokens"].get<int64_t>(), 512 + 64) << r.dump();  // context + chat template
+    EXPECT_GT(r["prompt_tokens"].get<int64_t>(), 400) << r.dump();
+    EXPECT_FALSE(r["answers"].empty());
+    EXPECT_EQ(r["kv_bytes_held"], r["kv_bytes_full"]);  // full KV until a press is chosen
+  }
+  // A 135M model finds a pass key in 512 tokens of filler.
+  double passkey = 0.0;
+  for (const auto& r : records) {
+    if (r["task"] == "passkey") passkey += r["score"].get<double>() / 4;
+  }
+  EXPECT_GE(passkey, 0.75);
+
+  const auto summary = json::parse(std::ifstream(out_ / "summary.json"));
+  EXPECT_EQ(summary.size(), 4u);  // (task, mode) at one length
+  std::ifstream table_file(out_ / "results.md");
+  const std::string table((std::istreambuf_iterator<char>(table_file)), std::istreambuf_iterator<char>());
+  EXPECT_NE(table.find("| passkey | query-agnostic | 512 |"), std::string::npos) << table;
+}
+
+TEST_F(EvalCommandTest, UnknownTaskIsOneClearError) {
+  const auto result = eval("--task no_such_task --context-lengths 512");
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_EQ(testing::count_occurrences(result.output, "kvshrink: error:"), 1u) << result.output;
+  EXPECT_NE(result.output.find("no_such_task"), std::string::npos) << result.output;
+}
+
+TEST_F(EvalCommandTest, MissingLongBenchFileIsOneClearError) {
+  const auto result = eval("--task longbench/qasper --longbench-dir " + out_.string() + "/absent");
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_EQ(testing::count_occurrences(result.output, "kvshrink: error:"), 1u) << result.output;
+  EXPECT_NE(result.output.find("qasper"), std::string::npos) << result.output;
+}
+
+}  // namespace
+}  // namespace kvshrink
