@@ -24,13 +24,13 @@ enum class Metric {
 };
 
 struct EvalSample {
-  std::string task;                 // e.g. "niah_single_1", "passkey", "longbench/qasper"
-  int64_t context_length = 0;       // requested prompt length in tokens (0 = as given)
-  double depth_percent = -1.0;      // where the needle sits in the context, -1 if no needle
-  std::string context;              // the long part, which a press compresses
-  std::string question;             // asked after it: the user turn is exactly context + question
-  std::string answer_prefix;        // text the answer starts with (placed after the assistant turn)
-  std::vector<std::string> answers;  // reference answers
+  std::string task;                      // e.g. "niah_single_1", "passkey", "longbench/qasper"
+  int64_t context_length = 0;            // requested prompt length in tokens (0 = as given)
+  double depth_percent = -1.0;           // where the needle sits in the context, -1 if no needle
+  std::string context;                   // the long part, which a press compresses
+  std::string question;                  // asked after it: the user turn is exactly context + question
+  std::string answer_prefix;             // text the answer starts with (placed after the assistant turn)
+  std::vector<std::string> answers;      // reference answers
   std::vector<std::string> all_classes;  // LongBench classification labels, else empty
   Metric metric = Metric::kStringMatchAll;
   int max_new_tokens = 32;

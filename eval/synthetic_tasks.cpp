@@ -436,12 +436,12 @@ EvalSample make_synthetic_sample(const std::string& task, int64_t context_length
     throw std::invalid_argument("depth_percent must be in [0, 100], got " + std::to_string(depth_percent));
   }
   if (context_length <= 0) throw std::invalid_argument("context_length must be positive");
-  EvalSample sample = task == "passkey" ? make_passkey(context_length, depth_percent, seed, count_tokens)
-                      : task == "vt"    ? make_vt(context_length, seed, count_tokens)
-                      : task == "cwe"   ? make_cwe(context_length, seed, count_tokens)
-                      : task == "fwe"   ? make_fwe(context_length, seed, count_tokens)
-                                        : make_niah(task, *niah_spec(task), context_length, depth_percent, seed,
-                                                    count_tokens);
+  EvalSample sample =
+      task == "passkey" ? make_passkey(context_length, depth_percent, seed, count_tokens)
+      : task == "vt"    ? make_vt(context_length, seed, count_tokens)
+      : task == "cwe"   ? make_cwe(context_length, seed, count_tokens)
+      : task == "fwe"   ? make_fwe(context_length, seed, count_tokens)
+                      : make_niah(task, *niah_spec(task), context_length, depth_percent, seed, count_tokens);
   sample.question.insert(0, "\n");  // the prompt is context + question (eval_sample.h)
   return sample;
 }

@@ -15,12 +15,12 @@ namespace kvshrink::kernels {
 // n_kv cached tokens (the new tokens already appended). Causal by position: query i sees cached
 // token t iff kv_positions[t] <= q_positions[i].
 struct HeadAttention {
-  const float* q;       // query head j of token i at q + i*q_stride + j*head_dim (RoPE applied)
-  int64_t q_stride;     // floats between consecutive tokens
-  float* out;           // same layout as q, out_stride between tokens
+  const float* q;    // query head j of token i at q + i*q_stride + j*head_dim (RoPE applied)
+  int64_t q_stride;  // floats between consecutive tokens
+  float* out;        // same layout as q, out_stride between tokens
   int64_t out_stride;
-  const float* keys;    // [n_kv x head_dim], RoPE applied
-  const float* values;  // [n_kv x head_dim]
+  const float* keys;            // [n_kv x head_dim], RoPE applied
+  const float* values;          // [n_kv x head_dim]
   const int32_t* kv_positions;  // [n_kv]
   const int32_t* q_positions;   // [m]
   int64_t m;

@@ -25,7 +25,9 @@ uint64_t KvStore::bytes_held() const {
 }
 
 uint64_t KvStore::full_bytes() const {
-  return heads_.empty() ? 0 : heads_.size() * heads_.front().bytes_per_token() * static_cast<uint64_t>(next_position_);
+  return heads_.empty()
+             ? 0
+             : heads_.size() * heads_.front().bytes_per_token() * static_cast<uint64_t>(next_position_);
 }
 
 }  // namespace kvshrink::kvstore

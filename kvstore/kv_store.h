@@ -12,7 +12,9 @@ class KvStore {
  public:
   KvStore(int64_t n_layers, int64_t owned_kv_heads, int64_t head_dim);
 
-  HeadSegment& head(int64_t layer, int64_t local_head) { return heads_[layer * owned_kv_heads_ + local_head]; }
+  HeadSegment& head(int64_t layer, int64_t local_head) {
+    return heads_[layer * owned_kv_heads_ + local_head];
+  }
   const HeadSegment& head(int64_t layer, int64_t local_head) const {
     return heads_[layer * owned_kv_heads_ + local_head];
   }

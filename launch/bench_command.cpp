@@ -3,8 +3,8 @@
 #include <fmt/format.h>
 
 #include <chrono>
-#include <filesystem>
 #include <cmath>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
@@ -30,7 +30,8 @@ struct BenchResult {
   BenchCase test;
   std::vector<double> tokens_per_second;  // one per repetition
   double mean() const {
-    return std::accumulate(tokens_per_second.begin(), tokens_per_second.end(), 0.0) / tokens_per_second.size();
+    return std::accumulate(tokens_per_second.begin(), tokens_per_second.end(), 0.0) /
+           tokens_per_second.size();
   }
   double stddev() const {
     if (tokens_per_second.size() < 2) return 0.0;
@@ -51,7 +52,8 @@ std::vector<BenchCase> bench_cases(const BenchOptions& o) {
 }
 
 // Runs one repetition on every rank; returns tokens/s of the timed part (same on every rank).
-double run_case(engine::LlamaModel& model, const BenchCase& test, std::mt19937_64& rng, comm::Communicator& comm) {
+double run_case(engine::LlamaModel& model, const BenchCase& test, std::mt19937_64& rng,
+                comm::Communicator& comm) {
   const int64_t vocab = model.config().vocab_size;
   std::uniform_int_distribution<engine::TokenId> random_token(0, static_cast<engine::TokenId>(vocab - 1));
   const auto random_tokens = [&](int64_t n) {
@@ -97,7 +99,9 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
   cmd->add_option("-r,--repetitions", o.repetitions, "Repetitions of each test")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
-  cmd->add_option("-o,--output", o.output, "Output format")->capture_default_str()->check(CLI::IsMember({"md", "json"}));
+  cmd->add_option("-o,--output", o.output, "Output format")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"md", "json"}));
   cmd->add_option("--seed", o.seed, "Seed of the random token ids")->capture_default_str();
   return cmd;
 }
@@ -109,8 +113,8 @@ int run_bench(const BenchOptions& options, comm::Communicator& comm) {
   const auto cases = bench_cases(options);
   for (const auto& test : cases) {
     comm::check_all(comm, test.depth + test.prompt + test.generate <= context,
-                    fmt::format("test {} needs {} positions but the context holds {} (see --ctx-size)", test.name,
-                                test.depth + test.prompt + test.generate, context));
+                    fmt::format("test {} needs {} positions but the context holds {} (see --ctx-size)",
+                                test.name, test.depth + test.prompt + test.generate, context));
   }
 
   std::mt19937_64 rng(options.seed);
@@ -118,7 +122,8 @@ int run_bench(const BenchOptions& options, comm::Communicator& comm) {
   for (const auto& test : cases) {
     BenchResult result{test, {}};
     run_case(model, test, rng, comm);  // warm-up, not counted (as llama-bench)
-    for (int r = 0; r < options.repetitions; ++r) result.tokens_per_second.push_back(run_case(model, test, rng, comm));
+    for (int r = 0; r < options.repetitions; ++r)
+      result.tokens_per_second.push_back(run_case(model, test, rng, comm));
     results.push_back(result);
   }
 
@@ -134,11 +139,19 @@ int run_bench(const BenchOptions& options, comm::Communicator& comm) {
   if (options.output == "json") {
     nlohmann::json out = nlohmann::json::array();
     for (const auto& r : results) {
-      out.push_back({{"model", model_name}, {"ranks", size}, {"threads_per_rank", compute_threads()},
-                     {"test", r.test.name}, {"n_prompt", r.test.prompt}, {"n_gen", r.test.generate},
-                     {"n_depth", r.test.depth}, {"tokens_per_second", r.tokens_per_second},
-                     {"avg_ts", r.mean()}, {"stddev_ts", r.stddev()}, {"peak_rss_mib_per_rank", rss},
-                     {"n_layers", c.n_layers}, {"n_embd", c.n_embd}});
+      out.push_back({{"model", model_name},
+                     {"ranks", size},
+                     {"threads_per_rank", compute_threads()},
+                     {"test", r.test.name},
+                     {"n_prompt", r.test.prompt},
+                     {"n_gen", r.test.generate},
+                     {"n_depth", r.test.depth},
+                     {"tokens_per_second", r.tokens_per_second},
+                     {"avg_ts", r.mean()},
+                     {"stddev_ts", r.stddev()},
+                     {"peak_rss_mib_per_rank", rss},
+                     {"n_layers", c.n_layers},
+                     {"n_embd", c.n_embd}});
     }
     fmt::print("{}\n", out.dump(2));
     return 0;
@@ -148,8 +161,8 @@ int run_bench(const BenchOptions& options, comm::Communicator& comm) {
   fmt::print("| model | backend | ranks | threads/rank | test | t/s | peak RSS per rank (MiB) |\n");
   fmt::print("| --- | --- | ---: | ---: | ---: | ---: | ---: |\n");
   for (const auto& r : results) {
-    fmt::print("| {} | {} | {} | {} | {} | {:.2f} ± {:.2f} | {} |\n", model_name, loaded.backend->name(), size,
-               compute_threads(), r.test.name, r.mean(), r.stddev(), fmt::join(rss_text, " / "));
+    fmt::print("| {} | {} | {} | {} | {} | {:.2f} ± {:.2f} | {} |\n", model_name, loaded.backend->name(),
+               size, compute_threads(), r.test.name, r.mean(), r.stddev(), fmt::join(rss_text, " / "));
   }
   return 0;
 }

@@ -37,6 +37,8 @@ void set_compute_threads(const comm::World& world) {
   openblas_set_num_threads(threads);
 }
 
-int compute_threads() { return openblas_get_num_threads(); }
+int compute_threads() {
+  return openblas_get_num_threads();
+}
 
 }  // namespace kvshrink::launch

@@ -78,7 +78,8 @@ struct Aggregate {
 }  // namespace
 
 CLI::App* add_eval_command(CLI::App& app, EvalOptions& o) {
-  auto* cmd = app.add_subcommand("eval", "Score long-context tasks (RULER-style synthetic, LongBench) on the model");
+  auto* cmd =
+      app.add_subcommand("eval", "Score long-context tasks (RULER-style synthetic, LongBench) on the model");
   add_model_options(*cmd, o.model, o.context_size, o.batch_size);
   cmd->add_option("-t,--task", o.tasks, "Tasks (comma separated): synthetic names, or longbench/<dataset>")
       ->required()
@@ -95,8 +96,9 @@ CLI::App* add_eval_command(CLI::App& app, EvalOptions& o) {
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
   cmd->add_option("--seed", o.seed, "Seed of the task generators")->capture_default_str();
-  cmd->add_option("--mode", o.mode, "query-aware: the question is in the prefilled prompt; query-agnostic: "
-                                    "the context is prefilled alone, the question comes after")
+  cmd->add_option("--mode", o.mode,
+                  "query-aware: the question is in the prefilled prompt; query-agnostic: "
+                  "the context is prefilled alone, the question comes after")
       ->capture_default_str()
       ->check(CLI::IsMember({"query-aware", "query-agnostic", "both"}));
   cmd->add_option("--longbench-dir", o.longbench_dir, "Folder with LongBench <dataset>.jsonl files");
@@ -154,7 +156,8 @@ int run_eval(const EvalOptions& options, comm::Communicator& comm) {
       } else {
         result = generator.generate(kv, encoded.context, max_new_tokens, {}, nullptr);
       }
-      std::vector<float> kv_bytes = {static_cast<float>(result.kv_bytes_held), static_cast<float>(result.kv_bytes_full)};
+      std::vector<float> kv_bytes = {static_cast<float>(result.kv_bytes_held),
+                                     static_cast<float>(result.kv_bytes_full)};
       comm.all_reduce_sum(kv_bytes);
       if (!coordinator) continue;
 
@@ -164,11 +167,16 @@ int run_eval(const EvalOptions& options, comm::Communicator& comm) {
       const std::string prediction = loaded.tokenizer->decode(answer);
       const double score = eval::score(sample, prediction);
       const int64_t prompt_tokens = static_cast<int64_t>(encoded.context.size() + encoded.question.size());
-      records << json{{"task", sample.task},          {"mode", mode},
-                      {"context_length", sample.context_length}, {"depth", sample.depth_percent},
-                      {"prompt_tokens", prompt_tokens}, {"answers", sample.answers},
-                      {"prediction", prediction},      {"score", score},
-                      {"press", "none"},               {"kv_bytes_held", kv_bytes[0]},
+      records << json{{"task", sample.task},
+                      {"mode", mode},
+                      {"context_length", sample.context_length},
+                      {"depth", sample.depth_percent},
+                      {"prompt_tokens", prompt_tokens},
+                      {"answers", sample.answers},
+                      {"prediction", prediction},
+                      {"score", score},
+                      {"press", "none"},
+                      {"kv_bytes_held", kv_bytes[0]},
                       {"kv_bytes_full", kv_bytes[1]}}
                      .dump()
               << '\n'
@@ -177,22 +185,29 @@ int run_eval(const EvalOptions& options, comm::Communicator& comm) {
       aggregate.score_sum += score;
       aggregate.kv_share_sum += kv_bytes[1] > 0 ? kv_bytes[0] / kv_bytes[1] : 1.0;
       ++aggregate.count;
-      fmt::print(stderr, "kvshrink eval: {}/{} {} {} len {} depth {}: score {:.2f}\n", i + 1, n_samples, sample.task,
-                 mode, sample.context_length, sample.depth_percent, score);
+      fmt::print(stderr, "kvshrink eval: {}/{} {} {} len {} depth {}: score {:.2f}\n", i + 1, n_samples,
+                 sample.task, mode, sample.context_length, sample.depth_percent, score);
     }
   }
   if (!coordinator) return 0;
 
   json summary = json::array();
-  std::string table = "| task | mode | context length | samples | score, full KV | KV held |\n|---|---|---:|---:|---:|---:|\n";
+  std::string table =
+      "| task | mode | context length | samples | score, full KV | KV held "
+      "|\n|---|---|---:|---:|---:|---:|\n";
   for (const auto& [key, aggregate] : aggregates) {
     const auto& [task, mode, length] = key;
     const double mean = aggregate.score_sum / aggregate.count;
     const double kv_share = aggregate.kv_share_sum / aggregate.count;
-    summary.push_back({{"task", task}, {"mode", mode}, {"context_length", length}, {"samples", aggregate.count},
-                       {"press", "none"}, {"score", mean}, {"kv_share", kv_share}});
-    table += fmt::format("| {} | {} | {} | {} | {:.1f} | {:.0f}% |\n", task, mode, length, aggregate.count, 100 * mean,
-                         100 * kv_share);
+    summary.push_back({{"task", task},
+                       {"mode", mode},
+                       {"context_length", length},
+                       {"samples", aggregate.count},
+                       {"press", "none"},
+                       {"score", mean},
+                       {"kv_share", kv_share}});
+    table += fmt::format("| {} | {} | {} | {} | {:.1f} | {:.0f}% |\n", task, mode, length, aggregate.count,
+                         100 * mean, 100 * kv_share);
   }
   std::ofstream(std::filesystem::path(options.out) / "summary.json") << summary.dump(2) << '\n';
   std::ofstream(std::filesystem::path(options.out) / "results.md") << table;

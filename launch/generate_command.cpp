@@ -34,7 +34,8 @@ std::string read_prompt(const GenerateOptions& options, comm::Communicator& comm
 }  // namespace
 
 CLI::App* add_generate_command(CLI::App& app, GenerateOptions& o) {
-  auto* cmd = app.add_subcommand("generate", "Generate text from one prompt (run under mpirun for tensor parallelism)");
+  auto* cmd = app.add_subcommand("generate",
+                                 "Generate text from one prompt (run under mpirun for tensor parallelism)");
   add_model_options(*cmd, o.model, o.context_size, o.batch_size);
   auto* prompt = cmd->add_option("-p,--prompt", o.prompt, "Prompt text");
   auto* prompt_file = cmd->add_option("-f,--prompt-file", o.prompt_file, "Read the prompt from this file");
@@ -63,14 +64,16 @@ int run_generate(const GenerateOptions& options, comm::Communicator& comm) {
 
   std::vector<engine::TokenId> prompt;
   if (coordinator) {
-    prompt = loaded.tokenizer->encode(options.chat ? engine::render_chatml({{"user", prompt_text}}) : prompt_text);
+    prompt =
+        loaded.tokenizer->encode(options.chat ? engine::render_chatml({{"user", prompt_text}}) : prompt_text);
   }
   engine::Generator generator(*loaded.model, *loaded.tokenizer, comm, context);
   engine::StreamingDecoder decoder(*loaded.tokenizer);
-  const auto result = generator.generate(prompt, options.max_tokens, options.sampling, [&](engine::TokenId id) {
-    std::fputs(decoder.push(id).c_str(), stdout);
-    std::fflush(stdout);
-  });
+  const auto result =
+      generator.generate(prompt, options.max_tokens, options.sampling, [&](engine::TokenId id) {
+        std::fputs(decoder.push(id).c_str(), stdout);
+        std::fflush(stdout);
+      });
 
   // KV and weight bytes summed over ranks (float sum is exact enough for a report).
   std::vector<float> totals = {static_cast<float>(result.kv_bytes_held),
@@ -86,10 +89,12 @@ int run_generate(const GenerateOptions& options, comm::Communicator& comm) {
       const double full_kv = totals[2];
       fmt::print(stderr, "kvshrink: prompt {} tokens in {:.3f} s ({:.1f} tokens/s)\n", result.prompt_tokens,
                  result.prefill_seconds, result.prompt_tokens / result.prefill_seconds);
-      fmt::print(stderr, "kvshrink: generated {} tokens in {:.3f} s ({:.1f} tokens/s), stop: {}\n", n_generated,
-                 result.decode_seconds, n_generated > 1 ? (n_generated - 1) / result.decode_seconds : 0.0,
+      fmt::print(stderr, "kvshrink: generated {} tokens in {:.3f} s ({:.1f} tokens/s), stop: {}\n",
+                 n_generated, result.decode_seconds,
+                 n_generated > 1 ? (n_generated - 1) / result.decode_seconds : 0.0,
                  engine::stop_reason_name(result.stop_reason));
-      fmt::print(stderr, "kvshrink: {} rank(s), weights {:.1f} MiB in all, KV held {:.2f} MiB = {:.1f}% of full KV, "
+      fmt::print(stderr,
+                 "kvshrink: {} rank(s), weights {:.1f} MiB in all, KV held {:.2f} MiB = {:.1f}% of full KV, "
                  "peak RSS rank 0 {:.1f} MiB\n",
                  comm.world().size, totals[1] / 1048576.0, totals[0] / 1048576.0,
                  full_kv > 0 ? 100.0 * totals[0] / full_kv : 0.0, peak_rss_bytes() / 1048576.0);

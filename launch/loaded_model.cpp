@@ -19,12 +19,14 @@ LoadedModel load_model(const std::string& path, comm::Communicator& comm, int64_
     // The mapping is dropped at the end of this scope: each rank keeps only its own shard.
     const auto file = engine::GgufFile::open(path);
     loaded.backend = std::make_unique<kernels::cpu::CpuBackend>();
-    loaded.model = std::make_unique<engine::LlamaModel>(file, comm, *loaded.backend, max_batch);  // checks arch first
+    loaded.model =
+        std::make_unique<engine::LlamaModel>(file, comm, *loaded.backend, max_batch);  // checks arch first
     loaded.tokenizer = std::make_unique<engine::Tokenizer>(engine::Tokenizer::from_gguf(file));
     const auto vocab = static_cast<size_t>(loaded.model->config().vocab_size);
     if (loaded.tokenizer->vocab_size() > vocab) {
-      throw engine::GgufError(fmt::format("{}: the tokenizer has {} tokens but token_embd.weight only {} rows", path,
-                                          loaded.tokenizer->vocab_size(), vocab));
+      throw engine::GgufError(
+          fmt::format("{}: the tokenizer has {} tokens but token_embd.weight only {} rows", path,
+                      loaded.tokenizer->vocab_size(), vocab));
     }
   } catch (const std::exception& e) {
     error = e.what();

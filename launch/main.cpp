@@ -43,7 +43,8 @@ int main(int argc, char** argv) {
     if (e.get_exit_code() == 0) return coordinator ? app.exit(e) : 0;  // --help
     // CLI11 checks required options before it reports unknown ones; the unknown ones explain more.
     const auto unknown = app.remaining(true);
-    const std::string message = unknown.empty() ? e.what() : "unknown argument(s): " + CLI::detail::join(unknown, " ");
+    const std::string message =
+        unknown.empty() ? e.what() : "unknown argument(s): " + CLI::detail::join(unknown, " ");
     if (coordinator) std::fprintf(stderr, "kvshrink: error: %s (see --help)\n", message.c_str());
     return 2;
   }

@@ -25,13 +25,17 @@ void add_sampling_options(CLI::App& cmd, engine::SamplingParams& s) {
       ->check(CLI::NonNegativeNumber);
   cmd.add_option("--top-p", s.top_p, "Nucleus sampling: keep the smallest set with this probability")
       ->capture_default_str()
-      ->check(CLI::Range(0.0f, 1.0f) & CLI::Validator([](std::string& v) {
-                return std::stof(v) > 0.0f ? std::string() : std::string("top-p must be > 0");
-              }, "> 0"));
+      ->check(CLI::Range(0.0f, 1.0f) & CLI::Validator(
+                                           [](std::string& v) {
+                                             return std::stof(v) > 0.0f ? std::string()
+                                                                        : std::string("top-p must be > 0");
+                                           },
+                                           "> 0"));
   cmd.add_option("--seed", s.seed, "Random seed for sampling")->capture_default_str();
 }
 
-int64_t context_size_or_default(int64_t requested, const engine::LlamaConfig& config, comm::Communicator& comm) {
+int64_t context_size_or_default(int64_t requested, const engine::LlamaConfig& config,
+                                comm::Communicator& comm) {
   comm::check_all(comm, requested <= config.n_ctx_train,
                   fmt::format("--ctx-size {} exceeds the model's trained context of {} tokens", requested,
                               config.n_ctx_train));

@@ -20,6 +20,7 @@ void add_model_options(CLI::App& cmd, std::string& model, int64_t& context_size,
 void add_sampling_options(CLI::App& cmd, engine::SamplingParams& sampling);
 // The context to use: the requested size, or the model's trained context when 0. A request above
 // the trained context is an error on every rank.
-int64_t context_size_or_default(int64_t requested, const engine::LlamaConfig& config, comm::Communicator& comm);
+int64_t context_size_or_default(int64_t requested, const engine::LlamaConfig& config,
+                                comm::Communicator& comm);
 
 }  // namespace kvshrink::launch

@@ -19,33 +19,40 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 
 const char* stop_reason_name(StopReason reason) {
   switch (reason) {
-    case StopReason::kEndOfGeneration: return "end of generation";
-    case StopReason::kMaxTokens: return "max tokens";
-    case StopReason::kContextFull: return "context full";
+    case StopReason::kEndOfGeneration:
+      return "end of generation";
+    case StopReason::kMaxTokens:
+      return "max tokens";
+    case StopReason::kContextFull:
+      return "context full";
   }
   return "?";
 }
 
-Generator::Generator(LlamaModel& model, const Tokenizer& tokenizer, comm::Communicator& comm, int64_t context_size)
+Generator::Generator(LlamaModel& model, const Tokenizer& tokenizer, comm::Communicator& comm,
+                     int64_t context_size)
     : model_(model), tokenizer_(tokenizer), comm_(comm), context_size_(context_size) {}
 
-GenerationResult Generator::generate(std::vector<TokenId> prompt, int64_t max_tokens, const SamplingParams& params,
+GenerationResult Generator::generate(std::vector<TokenId> prompt, int64_t max_tokens,
+                                     const SamplingParams& params,
                                      const std::function<void(TokenId)>& on_token) {
   auto kv = model_.make_kv_store();
   return generate(kv, std::move(prompt), max_tokens, params, on_token);
 }
 
 GenerationResult Generator::generate(kvstore::KvStore& kv, std::vector<TokenId> prompt, int64_t max_tokens,
-                                     const SamplingParams& params, const std::function<void(TokenId)>& on_token) {
+                                     const SamplingParams& params,
+                                     const std::function<void(TokenId)>& on_token) {
   comm_.broadcast_vector(prompt, 0);
   max_tokens = comm_.broadcast_value(max_tokens, 0);
   const auto n_prompt = static_cast<int64_t>(prompt.size());
   const int64_t n_positions = kv.next_position() + n_prompt;
   comm::check_all(comm_, n_prompt > 0, "the prompt is empty");
-  comm::check_all(comm_, n_positions < context_size_,
-                  fmt::format("the prompt has {} tokens but the context holds {} (it must leave room for at least "
-                              "one generated token; see --ctx-size)",
-                              n_positions, context_size_));
+  comm::check_all(
+      comm_, n_positions < context_size_,
+      fmt::format("the prompt has {} tokens but the context holds {} (it must leave room for at least "
+                  "one generated token; see --ctx-size)",
+                  n_positions, context_size_));
 
   GenerationResult result;
   result.prompt_tokens = n_prompt;

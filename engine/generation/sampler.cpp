@@ -24,7 +24,9 @@ TokenId argmax(std::span<const float> logits) {
   return static_cast<TokenId>(std::max_element(logits.begin(), logits.end()) - logits.begin());
 }
 
-Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) { validate(params); }
+Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {
+  validate(params);
+}
 
 TokenId Sampler::sample(std::span<const float> logits) {
   if (params_.temperature == 0.0f) return argmax(logits);
@@ -33,7 +35,9 @@ TokenId Sampler::sample(std::span<const float> logits) {
   std::vector<TokenId> ids(logits.size());
   std::iota(ids.begin(), ids.end(), 0);
   const size_t keep = params_.top_k > 0 ? std::min<size_t>(params_.top_k, ids.size()) : ids.size();
-  const auto better = [&](TokenId a, TokenId b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
+  const auto better = [&](TokenId a, TokenId b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  };
   std::partial_sort(ids.begin(), ids.begin() + keep, ids.end(), better);
   ids.resize(keep);
 
@@ -55,7 +59,8 @@ TokenId Sampler::sample(std::span<const float> logits) {
       break;
     }
   }
-  std::discrete_distribution<size_t> pick(probs.begin(), probs.begin() + static_cast<std::ptrdiff_t>(nucleus));
+  std::discrete_distribution<size_t> pick(probs.begin(),
+                                          probs.begin() + static_cast<std::ptrdiff_t>(nucleus));
   return ids[pick(rng_)];
 }
 

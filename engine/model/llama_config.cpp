@@ -12,7 +12,8 @@ LlamaConfig LlamaConfig::from_gguf(const GgufFile& file) {
   };
   const auto arch = file.find_string("general.architecture");
   if (!arch) fail("not a model file: general.architecture is missing");
-  if (*arch != "llama") fail(fmt::format("unsupported architecture '{}' (kvshrink runs llama models)", *arch));
+  if (*arch != "llama")
+    fail(fmt::format("unsupported architecture '{}' (kvshrink runs llama models)", *arch));
 
   // llama.cpp's converter writes these as u32; any integer type is accepted and range-checked.
   const auto get_count = [&](const char* key, uint64_t max) -> int64_t {
@@ -25,19 +26,22 @@ LlamaConfig LlamaConfig::from_gguf(const GgufFile& file) {
   c.n_embd = get_count("llama.embedding_length", 1 << 20);
   c.n_ff = get_count("llama.feed_forward_length", 1 << 22);
   c.n_head = get_count("llama.attention.head_count", 4096);
-  c.n_head_kv = file.find_uint("llama.attention.head_count_kv") ? get_count("llama.attention.head_count_kv", 4096)
-                                                                   : c.n_head;
+  c.n_head_kv = file.find_uint("llama.attention.head_count_kv")
+                    ? get_count("llama.attention.head_count_kv", 4096)
+                    : c.n_head;
   c.n_ctx_train = get_count("llama.context_length", 1 << 24);
   c.rms_eps = static_cast<float>(file.get_float("llama.attention.layer_norm_rms_epsilon"));
   c.rope_freq_base = static_cast<float>(file.find_float("llama.rope.freq_base").value_or(10000.0));
 
-  if (c.n_embd % c.n_head != 0) fail(fmt::format("embedding length {} not divisible by {} heads", c.n_embd, c.n_head));
+  if (c.n_embd % c.n_head != 0)
+    fail(fmt::format("embedding length {} not divisible by {} heads", c.n_embd, c.n_head));
   if (c.n_head % c.n_head_kv != 0) {
     fail(fmt::format("{} query heads not divisible by {} kv heads", c.n_head, c.n_head_kv));
   }
   c.head_dim = c.n_embd / c.n_head;
   if (c.head_dim % 2 != 0) fail(fmt::format("head dimension {} is odd", c.head_dim));
-  for (const char* key : {"llama.attention.key_length", "llama.attention.value_length", "llama.rope.dimension_count"}) {
+  for (const char* key :
+       {"llama.attention.key_length", "llama.attention.value_length", "llama.rope.dimension_count"}) {
     if (auto value = file.find_uint(key); value && static_cast<int64_t>(*value) != c.head_dim) {
       fail(fmt::format("{} = {} differs from head dimension {} (not supported)", key, *value, c.head_dim));
     }
@@ -47,7 +51,8 @@ LlamaConfig LlamaConfig::from_gguf(const GgufFile& file) {
 
   const auto& embd = file.get_tensor("token_embd.weight");
   c.vocab_size = static_cast<int64_t>(embd.rows());
-  if (auto vocab = file.find_uint("llama.vocab_size"); vocab && static_cast<int64_t>(*vocab) != c.vocab_size) {
+  if (auto vocab = file.find_uint("llama.vocab_size");
+      vocab && static_cast<int64_t>(*vocab) != c.vocab_size) {
     fail(fmt::format("llama.vocab_size = {} but token_embd.weight has {} rows", *vocab, c.vocab_size));
   }
   return c;

@@ -39,11 +39,13 @@ kvstore::KvStore LlamaModel::make_kv_store() const {
   return kvstore::KvStore(config_.n_layers, shard_.kv_heads.size(), config_.head_dim);
 }
 
-std::vector<float> LlamaModel::forward(std::span<const TokenId> tokens, kvstore::KvStore& kv, LogitsFor which) {
+std::vector<float> LlamaModel::forward(std::span<const TokenId> tokens, kvstore::KvStore& kv,
+                                       LogitsFor which) {
   if (tokens.empty()) throw std::invalid_argument("forward: no tokens");
   for (TokenId id : tokens) {
     if (id < 0 || id >= config_.vocab_size) {
-      throw std::invalid_argument(fmt::format("token id {} outside the vocabulary [0, {})", id, config_.vocab_size));
+      throw std::invalid_argument(
+          fmt::format("token id {} outside the vocabulary [0, {})", id, config_.vocab_size));
     }
   }
   const int64_t n = static_cast<int64_t>(tokens.size());
@@ -57,7 +59,8 @@ std::vector<float> LlamaModel::forward(std::span<const TokenId> tokens, kvstore:
     if (first_row == m) continue;
     const int64_t rows = m - first_row;
     float* rows_hidden = hidden_.data() + first_row * config_.n_embd;
-    backend_.rms_norm(rows_hidden, weights_.output_norm.data(), normed_.data(), rows, config_.n_embd, config_.rms_eps);
+    backend_.rms_norm(rows_hidden, weights_.output_norm.data(), normed_.data(), rows, config_.n_embd,
+                      config_.rms_eps);
     const int64_t out_begin = which == LogitsFor::kEveryToken ? begin : 0;
     logits(normed_.data(), rows, out.data() + out_begin * config_.vocab_size);
   }
@@ -160,7 +163,8 @@ void LlamaModel::logits(const float* normed_rows, int64_t rows, float* out) {
   for (int r = 0; r < tp; ++r) {
     const auto range = split_range(vocab, tp, r);
     for (int64_t i = 0; i < rows; ++i) {
-      std::copy_n(gathered.data() + block_offset + i * range.size(), range.size(), out + i * vocab + range.begin);
+      std::copy_n(gathered.data() + block_offset + i * range.size(), range.size(),
+                  out + i * vocab + range.begin);
     }
     block_offset += rows * range.size();
   }

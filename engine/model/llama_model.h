@@ -28,7 +28,8 @@ enum class LogitsFor { kLastToken, kEveryToken };
 class LlamaModel {
  public:
   // Loads this rank's shard of the weights (rank and size from comm.world()).
-  LlamaModel(const GgufFile& file, comm::Communicator& comm, kernels::Backend& backend, int64_t max_batch = 512);
+  LlamaModel(const GgufFile& file, comm::Communicator& comm, kernels::Backend& backend,
+             int64_t max_batch = 512);
 
   const LlamaConfig& config() const { return config_; }
   const ShardLayout& shard() const { return shard_; }
@@ -57,15 +58,15 @@ class LlamaModel {
   int64_t max_batch_;
 
   // Per-chunk activations, m <= max_batch tokens (row-major, one row per token):
-  std::vector<float> hidden_;     // [m x n_embd] residual stream (replicated)
-  std::vector<float> normed_;     // [m x n_embd]
-  std::vector<float> q_;          // [m x own q heads x head_dim]
-  std::vector<float> k_;          // [m x own kv heads x head_dim]
-  std::vector<float> v_;          // [m x own kv heads x head_dim]
-  std::vector<float> attn_out_;   // [m x own q heads x head_dim]
-  std::vector<float> gate_;       // [m x own ffn]
-  std::vector<float> up_;         // [m x own ffn]
-  std::vector<float> partial_;    // [m x n_embd] row-parallel partial sum, all-reduced
+  std::vector<float> hidden_;       // [m x n_embd] residual stream (replicated)
+  std::vector<float> normed_;       // [m x n_embd]
+  std::vector<float> q_;            // [m x own q heads x head_dim]
+  std::vector<float> k_;            // [m x own kv heads x head_dim]
+  std::vector<float> v_;            // [m x own kv heads x head_dim]
+  std::vector<float> attn_out_;     // [m x own q heads x head_dim]
+  std::vector<float> gate_;         // [m x own ffn]
+  std::vector<float> up_;           // [m x own ffn]
+  std::vector<float> partial_;      // [m x n_embd] row-parallel partial sum, all-reduced
   std::vector<int32_t> positions_;  // [m]
 };
 

@@ -16,18 +16,20 @@ const GgufTensorInfo& tensor_with_shape(const GgufFile& file, const std::string&
                                         int64_t rows) {
   const auto& tensor = file.get_tensor(name);
   const bool matrix = rows > 1;
-  const bool shape_ok = tensor.dims[0] == static_cast<uint64_t>(cols) &&
-                        tensor.n_elements == static_cast<uint64_t>(cols * rows) &&
-                        (!matrix || (tensor.dims.size() >= 2 && tensor.dims[1] == static_cast<uint64_t>(rows)));
+  const bool shape_ok =
+      tensor.dims[0] == static_cast<uint64_t>(cols) &&
+      tensor.n_elements == static_cast<uint64_t>(cols * rows) &&
+      (!matrix || (tensor.dims.size() >= 2 && tensor.dims[1] == static_cast<uint64_t>(rows)));
   if (!shape_ok) {
-    throw GgufError(fmt::format("{}: tensor '{}' has shape {} but the model needs [{} x {}]", file.path().string(),
-                                name, fmt::join(tensor.dims, " x "), cols, rows));
+    throw GgufError(fmt::format("{}: tensor '{}' has shape {} but the model needs [{} x {}]",
+                                file.path().string(), name, fmt::join(tensor.dims, " x "), cols, rows));
   }
   return tensor;
 }
 
 // Rows [range.begin, range.end) of a [rows x cols] tensor, kept in the file's packing.
-Weight load_rows(const GgufFile& file, const std::string& name, int64_t cols, int64_t rows, IndexRange range) {
+Weight load_rows(const GgufFile& file, const std::string& name, int64_t cols, int64_t rows,
+                 IndexRange range) {
   const auto& tensor = tensor_with_shape(file, name, cols, rows);
   const auto data = file.tensor_data(tensor);
   const int64_t row_bytes = kernels::packed_row_bytes(tensor.type, cols);
@@ -38,7 +40,8 @@ Weight load_rows(const GgufFile& file, const std::string& name, int64_t cols, in
 
 // Columns [range.begin, range.end) of every row of a [rows x cols] tensor: packed when the range
 // falls on block boundaries (the usual case: whole heads, FFN splits of 32s), else as f32.
-Weight load_columns(const GgufFile& file, const std::string& name, int64_t cols, int64_t rows, IndexRange range) {
+Weight load_columns(const GgufFile& file, const std::string& name, int64_t cols, int64_t rows,
+                    IndexRange range) {
   const auto& tensor = tensor_with_shape(file, name, cols, rows);
   const auto data = file.tensor_data(tensor);
   const auto& info = kernels::tensor_type_info(tensor.type);
@@ -57,7 +60,8 @@ Weight load_columns(const GgufFile& file, const std::string& name, int64_t cols,
   std::vector<float> values(static_cast<size_t>(rows * range.size()));
   for (int64_t r = 0; r < rows; ++r) {
     kernels::cpu::dequantize_row(tensor.type, data.data() + r * row_bytes, full_row.data(), cols);
-    std::memcpy(values.data() + r * range.size(), full_row.data() + range.begin, range.size() * sizeof(float));
+    std::memcpy(values.data() + r * range.size(), full_row.data() + range.begin,
+                range.size() * sizeof(float));
   }
   return Weight::from_f32(rows, range.size(), std::move(values));
 }
@@ -75,7 +79,8 @@ uint64_t LlamaWeights::bytes() const {
   uint64_t total = token_embedding.bytes() + (output_norm.size() * sizeof(float)) + output.bytes();
   for (const auto& layer : layers) {
     total += (layer.attn_norm.size() + layer.ffn_norm.size()) * sizeof(float);
-    for (const Weight* w : {&layer.wq, &layer.wk, &layer.wv, &layer.wo, &layer.w_gate, &layer.w_up, &layer.w_down}) {
+    for (const Weight* w :
+         {&layer.wq, &layer.wk, &layer.wv, &layer.wo, &layer.w_gate, &layer.w_up, &layer.w_down}) {
       total += w->bytes();
     }
   }

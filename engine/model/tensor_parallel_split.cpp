@@ -15,9 +15,9 @@ IndexRange split_range(int64_t n, int parts, int index) {
 
 ShardLayout shard_layout(const LlamaConfig& config, int tp_size, int rank) {
   if (tp_size < 1 || tp_size > config.n_head_kv) {
-    throw std::invalid_argument(fmt::format(
-        "{} ranks cannot split {} kv heads: a rank owns whole kv heads, so use at most {} ranks", tp_size,
-        config.n_head_kv, config.n_head_kv));
+    throw std::invalid_argument(
+        fmt::format("{} ranks cannot split {} kv heads: a rank owns whole kv heads, so use at most {} ranks",
+                    tp_size, config.n_head_kv, config.n_head_kv));
   }
   ShardLayout layout;
   layout.kv_heads = split_range(config.n_head_kv, tp_size, rank);

@@ -23,8 +23,8 @@ void CpuBackend::matmul(const Weight& w, const float* x, float* y, int64_t m) {
     if (m == 1) {  // sgemm with M = 1 is ~30x slower than sgemv in OpenBLAS
       cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, cols, 1.0f, w.f32(), cols, x, 1, 0.0f, y, 1);
     } else {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), rows, cols, 1.0f, x, cols, w.f32(),
-                  cols, 0.0f, y, rows);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), rows, cols, 1.0f, x, cols,
+                  w.f32(), cols, 0.0f, y, rows);
     }
     return;
   }
@@ -35,10 +35,11 @@ void CpuBackend::matmul(const Weight& w, const float* x, float* y, int64_t m) {
   for (int64_t first = 0; first < w.rows(); first += kDequantRows) {
     const int64_t n = std::min(kDequantRows, w.rows() - first);
     row_scratch_.resize(static_cast<size_t>(n * cols));
-    for (int64_t r = 0; r < n; ++r) dequantize_row(w.dtype(), w.row(first + r), row_scratch_.data() + r * cols, cols);
+    for (int64_t r = 0; r < n; ++r)
+      dequantize_row(w.dtype(), w.row(first + r), row_scratch_.data() + r * cols, cols);
     // y[:, first:first+n] = x[m x cols] . scratch[n x cols]^T
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n), cols, 1.0f, x,
-                cols, row_scratch_.data(), cols, 0.0f, y + first, rows);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n), cols, 1.0f,
+                x, cols, row_scratch_.data(), cols, 0.0f, y + first, rows);
   }
 }
 
@@ -96,7 +97,8 @@ void CpuBackend::add(float* y, const float* x, int64_t count) {
 // row is read once per group instead of once per query head; decode attention is memory-bound.
 void CpuBackend::decode_attention(const HeadAttention& a) {
   const int64_t d = a.head_dim;
-  const int64_t n = std::upper_bound(a.kv_positions, a.kv_positions + a.n_kv, a.q_positions[0]) - a.kv_positions;
+  const int64_t n =
+      std::upper_bound(a.kv_positions, a.kv_positions + a.n_kv, a.q_positions[0]) - a.kv_positions;
   for (int64_t head = 0; head < a.group; ++head) std::fill_n(a.out + head * d, d, 0.0f);
   if (n == 0) return;
   scores_.resize(static_cast<size_t>(a.group * n));  // [group x n]
@@ -165,8 +167,8 @@ void CpuBackend::attention(const HeadAttention& a) {
       // Causal mask + softmax per row; masked entries become exactly 0.
       for (int64_t i = 0; i < rows; ++i) {
         float* row = scores + i * n_visible;
-        const int64_t seen = std::upper_bound(a.kv_positions, a.kv_positions + n_visible, q_pos[i]) -
-                             a.kv_positions;
+        const int64_t seen =
+            std::upper_bound(a.kv_positions, a.kv_positions + n_visible, q_pos[i]) - a.kv_positions;
         if (seen == 0) {
           std::fill_n(row, n_visible, 0.0f);
           continue;
@@ -180,8 +182,8 @@ void CpuBackend::attention(const HeadAttention& a) {
       if (rows == 1) {
         cblas_sgemv(CblasRowMajor, CblasTrans, nv, d, 1.0f, a.values, d, scores, 1, 0.0f, out, 1);
       } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), d, nv, 1.0f, scores, nv,
-                    a.values, d, 0.0f, out, static_cast<int>(a.out_stride));
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), d, nv, 1.0f, scores,
+                    nv, a.values, d, 0.0f, out, static_cast<int>(a.out_stride));
       }
     }
   }

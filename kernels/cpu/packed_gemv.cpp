@@ -21,9 +21,13 @@ float horizontal_sum(__m256 v) {
 }
 
 // 8 unsigned bytes -> 8 floats
-__m256 bytes_to_floats(__m128i bytes) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes)); }
+__m256 bytes_to_floats(__m128i bytes) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
+}
 
-__m256 broadcast_fp16(uint16_t h) { return _mm256_set1_ps(_cvtsh_ss(h)); }
+__m256 broadcast_fp16(uint16_t h) {
+  return _mm256_set1_ps(_cvtsh_ss(h));
+}
 #endif
 
 #if defined(KVSHRINK_GEMV_AVX2)
@@ -31,7 +35,7 @@ __m256 broadcast_fp16(uint16_t h) { return _mm256_set1_ps(_cvtsh_ss(h)); }
 __m256 q4_1_block_dot(const BlockQ4_1& block, const float* xb) {
   const __m128i low_nibble = _mm_set1_epi8(0x0F);
   const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block.qs));
-  const __m128i low = _mm_and_si128(packed, low_nibble);                     // elements 0..15
+  const __m128i low = _mm_and_si128(packed, low_nibble);                      // elements 0..15
   const __m128i high = _mm_and_si128(_mm_srli_epi16(packed, 4), low_nibble);  // elements 16..31
   const __m256 first = _mm256_fmadd_ps(bytes_to_floats(_mm_srli_si128(low, 8)), _mm256_loadu_ps(xb + 8),
                                        _mm256_mul_ps(bytes_to_floats(low), _mm256_loadu_ps(xb)));
@@ -49,8 +53,8 @@ float dot_q4_1(const BlockQ4_1* blocks, const float* x, const float* block_sums,
   int64_t b = 0;
   for (; b + 1 < n_blocks; b += 2) {
     acc[0] = _mm256_fmadd_ps(broadcast_fp16(blocks[b].d), q4_1_block_dot(blocks[b], x + b * kQK4_1), acc[0]);
-    acc[1] = _mm256_fmadd_ps(broadcast_fp16(blocks[b + 1].d), q4_1_block_dot(blocks[b + 1], x + (b + 1) * kQK4_1),
-                             acc[1]);
+    acc[1] = _mm256_fmadd_ps(broadcast_fp16(blocks[b + 1].d),
+                             q4_1_block_dot(blocks[b + 1], x + (b + 1) * kQK4_1), acc[1]);
   }
   if (b < n_blocks) {
     acc[0] = _mm256_fmadd_ps(broadcast_fp16(blocks[b].d), q4_1_block_dot(blocks[b], x + b * kQK4_1), acc[0]);
@@ -64,7 +68,8 @@ float dot_q4_1(const BlockQ4_1* blocks, const float* x, const float* block_sums,
     const float* xb = x + b * kQK4_1;
     float q_dot_x = 0.0f;
     for (int j = 0; j < kQK4_1 / 2; ++j) {
-      q_dot_x += static_cast<float>(block.qs[j] & 0xF) * xb[j] + static_cast<float>(block.qs[j] >> 4) * xb[j + 16];
+      q_dot_x +=
+          static_cast<float>(block.qs[j] & 0xF) * xb[j] + static_cast<float>(block.qs[j] >> 4) * xb[j + 16];
     }
     scaled += fp16_to_fp32(block.d) * q_dot_x;
     min_part += fp16_to_fp32(block.m) * block_sums[b];

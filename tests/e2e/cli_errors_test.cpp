@@ -13,11 +13,13 @@
 namespace kvshrink {
 namespace {
 
-using testing::RunResult;
 using testing::count_occurrences;
 using testing::mpirun_kvshrink;
+using testing::RunResult;
 
-RunResult run(const std::string& command) { return testing::run_command(command, 120); }
+RunResult run(const std::string& command) {
+  return testing::run_command(command, 120);
+}
 
 // Runs `args` on np ranks and expects one error line containing `expected`.
 void expect_clean_error(int np, const std::string& args, const std::string& expected) {
@@ -25,7 +27,8 @@ void expect_clean_error(int np, const std::string& args, const std::string& expe
   EXPECT_NE(result.exit_code, 0) << args << "\n" << result.output;
   EXPECT_NE(result.exit_code, 124) << "timed out (hang): " << args;
   EXPECT_EQ(count_occurrences(result.output, "kvshrink: error:"), 1u) << args << "\n" << result.output;
-  EXPECT_NE(result.output.find(expected), std::string::npos) << "expected '" << expected << "' in:\n" << result.output;
+  EXPECT_NE(result.output.find(expected), std::string::npos) << "expected '" << expected << "' in:\n"
+                                                             << result.output;
 }
 
 class CliErrorsTest : public ::testing::Test {
@@ -49,13 +52,21 @@ class CliErrorsTest : public ::testing::Test {
   static inline std::filesystem::path dir_;
 };
 
-TEST_F(CliErrorsTest, UnknownFlag) { expect_clean_error(2, "generate --bogus-flag", "--bogus-flag"); }
+TEST_F(CliErrorsTest, UnknownFlag) {
+  expect_clean_error(2, "generate --bogus-flag", "--bogus-flag");
+}
 
-TEST_F(CliErrorsTest, MissingModelFlag) { expect_clean_error(2, "generate -p hi", "--model"); }
+TEST_F(CliErrorsTest, MissingModelFlag) {
+  expect_clean_error(2, "generate -p hi", "--model");
+}
 
-TEST_F(CliErrorsTest, MissingPrompt) { expect_clean_error(2, "generate -m " + model(), "--prompt"); }
+TEST_F(CliErrorsTest, MissingPrompt) {
+  expect_clean_error(2, "generate -m " + model(), "--prompt");
+}
 
-TEST_F(CliErrorsTest, NoSubcommand) { expect_clean_error(2, "", "subcommand"); }
+TEST_F(CliErrorsTest, NoSubcommand) {
+  expect_clean_error(2, "", "subcommand");
+}
 
 TEST_F(CliErrorsTest, OutOfRangeSampling) {
   expect_clean_error(2, "generate -m " + model() + " -p hi --top-p 0", "top-p");
@@ -72,7 +83,8 @@ TEST_F(CliErrorsTest, NotAGgufFile) {
 }
 
 TEST_F(CliErrorsTest, NonLlamaModel) {
-  expect_clean_error(2, "generate -m " + (dir_ / "gpt2.gguf").string() + " -p hi", "unsupported architecture 'gpt2'");
+  expect_clean_error(2, "generate -m " + (dir_ / "gpt2.gguf").string() + " -p hi",
+                     "unsupported architecture 'gpt2'");
   expect_clean_error(2, "generate -m " + (dir_ / "no_arch.gguf").string() + " -p hi", "general.architecture");
 }
 
@@ -81,12 +93,16 @@ TEST_F(CliErrorsTest, MissingPromptFile) {
 }
 
 TEST_F(CliErrorsTest, PromptLongerThanContext) {
-  expect_clean_error(2, "generate -m " + model() + " --ctx-size 8 -p 'one two three four five six seven eight nine ten'",
-                     "but the context holds 8");
-  expect_clean_error(2, "generate -m " + model() + " --ctx-size 100000 -p hi", "exceeds the model's trained context");
+  expect_clean_error(
+      2, "generate -m " + model() + " --ctx-size 8 -p 'one two three four five six seven eight nine ten'",
+      "but the context holds 8");
+  expect_clean_error(2, "generate -m " + model() + " --ctx-size 100000 -p hi",
+                     "exceeds the model's trained context");
 }
 
-TEST_F(CliErrorsTest, MoreRanksThanKvHeads) { expect_clean_error(4, "generate -m " + model() + " -p hi", "kv heads"); }
+TEST_F(CliErrorsTest, MoreRanksThanKvHeads) {
+  expect_clean_error(4, "generate -m " + model() + " -p hi", "kv heads");
+}
 
 TEST_F(CliErrorsTest, HelpListsEveryGenerateFlag) {
   const auto result = run(std::string(KVSHRINK_BINARY) + " generate --help");
@@ -98,10 +114,12 @@ TEST_F(CliErrorsTest, HelpListsEveryGenerateFlag) {
 }
 
 TEST_F(CliErrorsTest, GoodRunPrintsTextAndSpeedOnRankZeroOnly) {
-  const auto result = run(mpirun_kvshrink(2) + " generate -m " + model() + " --chat -p 'What is the capital of France?' -n 12");
+  const auto result = run(mpirun_kvshrink(2) + " generate -m " + model() +
+                          " --chat -p 'What is the capital of France?' -n 12");
   EXPECT_EQ(result.exit_code, 0) << result.output;
   EXPECT_NE(result.output.find("Paris"), std::string::npos) << result.output;
-  EXPECT_EQ(count_occurrences(result.output, "tokens/s"), 2u) << result.output;  // prompt and generation lines, once each
+  EXPECT_EQ(count_occurrences(result.output, "tokens/s"), 2u)
+      << result.output;  // prompt and generation lines, once each
 }
 
 }  // namespace

@@ -26,8 +26,8 @@ class EvalCommandTest : public ::testing::Test {
   void TearDown() override { fs::remove_all(out_); }
 
   testing::RunResult eval(const std::string& args) {
-    return testing::run_command(testing::mpirun_kvshrink(2) + " eval -m " + testing::model_path() + " --out " +
-                                out_.string() + " " + args);
+    return testing::run_command(testing::mpirun_kvshrink(2) + " eval -m " + testing::model_path() +
+                                " --out " + out_.string() + " " + args);
   }
 
   static std::vector<json> read_jsonl(const fs::path& path) {
@@ -41,7 +41,8 @@ class EvalCommandTest : public ::testing::Test {
 };
 
 TEST_F(EvalCommandTest, SyntheticTasksInBothModesWriteRecordsSummaryAndTable) {
-  const auto result = eval("--task passkey,niah_single_1 --context-lengths 512 --depths 0,100 --mode both --seed 3");
+  const auto result =
+      eval("--task passkey,niah_single_1 --context-lengths 512 --depths 0,100 --mode both --seed 3");
   ASSERT_EQ(result.exit_code, 0) << result.output;
 
   const auto records = read_jsonl(out_ / "samples.jsonl");

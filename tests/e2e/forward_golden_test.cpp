@@ -33,7 +33,9 @@ constexpr float kMeanLogitTolerance = 0.25f;
 constexpr float kNearTie = 0.5f;
 constexpr size_t kPromptsWithoutNearTie = 5;
 
-std::vector<TokenId> ids_of(const nlohmann::json& array) { return array.get<std::vector<TokenId>>(); }
+std::vector<TokenId> ids_of(const nlohmann::json& array) {
+  return array.get<std::vector<TokenId>>();
+}
 
 const nlohmann::json& llama_cpp_golden() {
   static const nlohmann::json data = testing::read_golden("llama_cpp_logits.json");
@@ -87,7 +89,8 @@ TEST_P(ForwardGoldenTest, MatchesLlamaCppAtEveryPosition) {
     if (top_two_margin(reference) >= kNearTie) {
       EXPECT_EQ(engine::argmax(row), reference[0][0].get<TokenId>()) << name << " position " << i;
     } else if (exact != nullptr) {
-      EXPECT_EQ(engine::argmax(row), (*exact)[i][0][0].get<TokenId>()) << name << " position " << i << " (near tie)";
+      EXPECT_EQ(engine::argmax(row), (*exact)[i][0][0].get<TokenId>())
+          << name << " position " << i << " (near tie)";
     }
     for (const auto& entry : reference) {
       const float error = std::abs(row[entry[0].get<TokenId>()] - entry[1].get<float>());
@@ -97,7 +100,8 @@ TEST_P(ForwardGoldenTest, MatchesLlamaCppAtEveryPosition) {
     }
   }
   const double mean_error = error_sum / static_cast<double>(n_errors);
-  std::printf("%s: |logit - llama.cpp| over top-20: mean %.4f, max %.4f\n", name.c_str(), mean_error, max_error);
+  std::printf("%s: |logit - llama.cpp| over top-20: mean %.4f, max %.4f\n", name.c_str(), mean_error,
+              max_error);
   EXPECT_LE(max_error, kMaxLogitTolerance) << name;
   EXPECT_LE(mean_error, kMeanLogitTolerance) << name;
 }
@@ -129,12 +133,14 @@ TEST(ForwardGolden, GreedyContinuationsAreIdentical) {
     const size_t step = static_cast<size_t>(diverged - generated.begin());
     const size_t position = prompt_ids.size() - 1 + step;
     const float margin = top_two_margin(prompt["topk"][position]);
-    EXPECT_LT(margin, kNearTie) << name << " diverges from llama.cpp at step " << step << " without a near tie";
+    EXPECT_LT(margin, kNearTie) << name << " diverges from llama.cpp at step " << step
+                                << " without a near tie";
     const nlohmann::json* exact = exact_reference(name);
     ASSERT_NE(exact, nullptr) << name;
     EXPECT_EQ(*diverged, (*exact)[position][0][0].get<TokenId>()) << name << " step " << step;
-    std::printf("%s: identical for %zu tokens, then llama.cpp's near tie (margin %.3f) decided as float64 does\n",
-                name.c_str(), step, margin);
+    std::printf(
+        "%s: identical for %zu tokens, then llama.cpp's near tie (margin %.3f) decided as float64 does\n",
+        name.c_str(), step, margin);
   }
   std::printf("greedy continuations identical to llama.cpp in full: %zu of %zu prompts\n", identical,
               llama_cpp_golden()["prompts"].size());
@@ -151,12 +157,14 @@ TEST(ForwardGolden, MatchesFloat64ReferenceAtEveryPosition) {
     float max_error = 0.0f;
     for (size_t i = 0; i < sequence.size(); ++i) {
       const std::span<const float> row(logits.data() + i * vocab, static_cast<size_t>(vocab));
-      EXPECT_EQ(engine::argmax(row), prompt["topk"][i][0][0].get<TokenId>()) << prompt["name"] << " position " << i;
+      EXPECT_EQ(engine::argmax(row), prompt["topk"][i][0][0].get<TokenId>())
+          << prompt["name"] << " position " << i;
       for (const auto& entry : prompt["topk"][i]) {
         max_error = std::max(max_error, std::abs(row[entry[0].get<TokenId>()] - entry[1].get<float>()));
       }
     }
-    std::printf("%s: max |logit - float64 reference| = %.5f\n", prompt["name"].get<std::string>().c_str(), max_error);
+    std::printf("%s: max |logit - float64 reference| = %.5f\n", prompt["name"].get<std::string>().c_str(),
+                max_error);
     EXPECT_LE(max_error, kExactTolerance) << prompt["name"];
   }
 }
@@ -180,8 +188,8 @@ TEST(PerplexityGolden, WithinOnePercentOfLlamaCpp) {
   }
   const double perplexity = std::exp(nll / static_cast<double>(tokens.size() - 1));
   const double reference = golden["perplexity"].get<double>();
-  std::printf("perplexity over %zu tokens: kvshrink %.4f, llama.cpp %.4f (%.3f%%)\n", tokens.size(), perplexity,
-              reference, 100.0 * (perplexity / reference - 1.0));
+  std::printf("perplexity over %zu tokens: kvshrink %.4f, llama.cpp %.4f (%.3f%%)\n", tokens.size(),
+              perplexity, reference, 100.0 * (perplexity / reference - 1.0));
   EXPECT_NEAR(perplexity / reference, 1.0, 0.01);
 }
 

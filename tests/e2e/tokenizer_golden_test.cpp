@@ -43,8 +43,7 @@ class TokenizerGolden : public ::testing::Test {
       std::ifstream golden_file(golden_path);
       if (!golden_file) throw std::runtime_error("cannot open " + golden_path);
       golden_ = std::make_unique<json>(json::parse(golden_file));
-      tokenizer_ =
-          std::make_unique<Tokenizer>(Tokenizer::from_gguf(GgufFile::open(testing::model_path())));
+      tokenizer_ = std::make_unique<Tokenizer>(Tokenizer::from_gguf(GgufFile::open(testing::model_path())));
     } catch (const std::exception& error) {
       setup_error_ = error.what();
     }

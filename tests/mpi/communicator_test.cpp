@@ -19,8 +19,12 @@
 namespace kvshrink::comm {
 namespace {
 
-Communicator& communicator() { return testing::mpi_communicator(); }
-const World& world() { return communicator().world(); }
+Communicator& communicator() {
+  return testing::mpi_communicator();
+}
+const World& world() {
+  return communicator().world();
+}
 
 TEST(Communicator, WorldIsConsistent) {
   EXPECT_GE(world().rank, 0);
@@ -183,4 +187,3 @@ TEST(CheckAll, LowestFailingRanksMessageWins) {
 
 }  // namespace
 }  // namespace kvshrink::comm
-

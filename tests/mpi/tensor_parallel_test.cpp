@@ -140,7 +140,8 @@ TEST_F(TensorParallelTest, GreedyDecodeTokensAndLogitsEqualOneRank) {
     if (coordinator()) expected = reference_->model->forward(token, *reference_kv, LogitsFor::kLastToken);
   }
   if (coordinator()) {
-    std::printf("%d greedy steps: identical tokens, max |logit difference| vs np 1 = %.2e\n", kGreedyTokens, worst);
+    std::printf("%d greedy steps: identical tokens, max |logit difference| vs np 1 = %.2e\n", kGreedyTokens,
+                worst);
     EXPECT_LE(worst, kLogitTolerance);
   }
 }

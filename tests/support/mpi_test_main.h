@@ -16,7 +16,9 @@ namespace kvshrink::testing {
 
 inline comm::Communicator* g_mpi_comm = nullptr;  // set by main for the whole run
 
-inline comm::Communicator& mpi_communicator() { return *g_mpi_comm; }
+inline comm::Communicator& mpi_communicator() {
+  return *g_mpi_comm;
+}
 
 class RankFailurePrinter : public ::testing::EmptyTestEventListener {
  public:
@@ -24,8 +26,8 @@ class RankFailurePrinter : public ::testing::EmptyTestEventListener {
 
   void OnTestPartResult(const ::testing::TestPartResult& result) override {
     if (!result.failed()) return;
-    std::fprintf(stderr, "[rank %d] %s:%d: Failure\n%s\n", rank_, result.file_name() ? result.file_name() : "?",
-                 result.line_number(), result.summary());
+    std::fprintf(stderr, "[rank %d] %s:%d: Failure\n%s\n", rank_,
+                 result.file_name() ? result.file_name() : "?", result.line_number(), result.summary());
   }
 
  private:

@@ -13,7 +13,9 @@ inline std::string env_or(const char* name, const char* fallback) {
   return value != nullptr && *value != '\0' ? value : fallback;
 }
 
-inline std::string model_path() { return env_or("KVSHRINK_MODEL", KVSHRINK_TEST_MODEL_PATH); }
+inline std::string model_path() {
+  return env_or("KVSHRINK_MODEL", KVSHRINK_TEST_MODEL_PATH);
+}
 inline std::string golden_path(const std::string& file_name) {
   return env_or("KVSHRINK_GOLDEN_DIR", KVSHRINK_TEST_GOLDEN_DIR) + "/" + file_name;
 }

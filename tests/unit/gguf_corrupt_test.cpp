@@ -92,7 +92,9 @@ struct CorruptCase {
 };
 
 // Test names and failure messages show the case name, not the struct's bytes.
-void PrintTo(const CorruptCase& c, std::ostream* out) { *out << c.name; }
+void PrintTo(const CorruptCase& c, std::ostream* out) {
+  *out << c.name;
+}
 
 std::vector<CorruptCase> corrupt_cases() {
   return {

@@ -27,9 +27,15 @@ Weight random_packed(TensorType type, std::mt19937& rng) {
     const float* src = values.data() + r * kCols;
     std::byte* dst = packed.data() + r * row_bytes;
     switch (type) {
-      case TensorType::Q4_0: quantize_row_q4_0(src, dst, kCols); break;
-      case TensorType::Q4_1: quantize_row_q4_1(src, dst, kCols); break;
-      case TensorType::Q8_0: quantize_row_q8_0(src, dst, kCols); break;
+      case TensorType::Q4_0:
+        quantize_row_q4_0(src, dst, kCols);
+        break;
+      case TensorType::Q4_1:
+        quantize_row_q4_1(src, dst, kCols);
+        break;
+      case TensorType::Q8_0:
+        quantize_row_q8_0(src, dst, kCols);
+        break;
       case TensorType::F16:
         for (int64_t c = 0; c < kCols; ++c) {
           const uint16_t h = fp32_to_fp16(src[c]);
@@ -90,8 +96,8 @@ TEST_P(PackedMatmulTest, EqualsProductWithDequantizedRows) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, PackedMatmulTest,
-                         ::testing::Values(TensorType::Q4_1, TensorType::Q8_0, TensorType::Q4_0, TensorType::F16,
-                                           TensorType::Q4_K, TensorType::Q6_K),
+                         ::testing::Values(TensorType::Q4_1, TensorType::Q8_0, TensorType::Q4_0,
+                                           TensorType::F16, TensorType::Q4_K, TensorType::Q6_K),
                          [](const auto& info) { return std::string(tensor_type_info(info.param).name); });
 
 }  // namespace
