@@ -35,6 +35,8 @@ import numpy as np
 import llama_cpp
 from llama_cpp import Llama
 
+from golden_common import sha256_file
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MODEL = os.path.join(REPO, "models", "smollm2-135m-instruct.gguf")
 GPL3 = "/usr/share/common-licenses/GPL-3"
@@ -65,14 +67,6 @@ PROMPTS = [
     ("plain_numbers", False, "1, 2, 3, 4, 5, 6, 7, 8,"),
     ("plain_list", False, "Here is a list of fruits:\n1. Apple\n2. Banana\n3."),
 ]
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def topk_pairs(row, k=TOPK):

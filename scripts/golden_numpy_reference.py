@@ -11,7 +11,6 @@ teacher-forced over prompt_ids + greedy_ids, the top-20 (id, logit) at every pos
 
 Usage: pip install numpy gguf; python3 scripts/golden_numpy_reference.py [MODEL]
 """
-import hashlib
 import json
 import pathlib
 import sys
@@ -19,6 +18,7 @@ import sys
 import numpy as np
 from gguf import GGUFReader
 from gguf.quants import dequantize
+from golden_common import sha256_file
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MODEL = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "models/smollm2-135m-instruct.gguf")
@@ -80,7 +80,7 @@ def main():
     golden = json.loads((ROOT / "tests/golden/llama_cpp_logits.json").read_text())
     model = Model(MODEL)
     out = {"source": "float64 numpy forward over gguf-py dequantized weights (scripts/golden_numpy_reference.py)",
-           "model_sha256": hashlib.sha256(MODEL.read_bytes()).hexdigest(),
+           "model_sha256": sha256_file(MODEL),
            "layout": "topk[i] = top-20 [id, logit] after token i of prompt_ids + greedy_ids (llama.cpp's), descending",
            "prompts": []}
     for prompt in golden["prompts"]:

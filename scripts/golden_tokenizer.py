@@ -15,12 +15,13 @@ Usage: scripts/golden_tokenizer.py [--model models/smollm2-135m-instruct.gguf] [
 
 import argparse
 import ctypes
-import hashlib
 import json
 import pathlib
 import random
 
 import llama_cpp
+
+from golden_common import sha256_file
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -173,14 +174,6 @@ def long_text():
     return " ".join(rng.choice(words) for _ in range(200))
 
 
-def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def piece(vocab, token, special):
     buffer = ctypes.create_string_buffer(256)
     n = llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, special)
@@ -225,7 +218,7 @@ def main():
     golden = {
         "llama_cpp_version": llama_cpp.__version__,
         "model_file": pathlib.Path(args.model).name,
-        "model_sha256": sha256(args.model),
+        "model_sha256": sha256_file(args.model),
         "vocab_size": n_vocab,
         "bos_id": llama_cpp.llama_vocab_bos(vocab),
         "eos_id": llama_cpp.llama_vocab_eos(vocab),
