@@ -35,8 +35,9 @@ struct BenchResult {
   }
   double stddev() const {
     if (tokens_per_second.size() < 2) return 0.0;
+    const double average = mean();
     double sum = 0.0;
-    for (double v : tokens_per_second) sum += (v - mean()) * (v - mean());
+    for (double v : tokens_per_second) sum += (v - average) * (v - average);
     return std::sqrt(sum / (tokens_per_second.size() - 1));
   }
 };

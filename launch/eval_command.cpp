@@ -147,10 +147,10 @@ int run_eval(const EvalOptions& options, comm::Communicator& comm) {
           encoded.context = eval::truncate_middle(encoded.context, static_cast<size_t>(room));
         }
       }
-      comm.broadcast_vector(encoded.context, 0);
       auto kv = model.make_kv_store();
       engine::GenerationResult result;
       if (agnostic) {
+        comm.broadcast_vector(encoded.context, 0);  // generate() broadcasts its own prompt
         model.forward(encoded.context, kv, engine::LogitsFor::kLastToken);  // compression goes here
         result = generator.generate(kv, encoded.question, max_new_tokens, {}, nullptr);
       } else {

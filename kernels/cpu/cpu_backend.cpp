@@ -61,8 +61,8 @@ void CpuBackend::rope(float* x, int64_t m, int64_t n_heads, int64_t head_dim, co
   for (int64_t i = 0; i < half; ++i) {
     inv_freq[i] = std::pow(static_cast<double>(freq_base), -2.0 * static_cast<double>(i) / head_dim);
   }
+  std::vector<float> cos_theta(half), sin_theta(half);
   for (int64_t token = 0; token < m; ++token) {
-    std::vector<float> cos_theta(half), sin_theta(half);
     for (int64_t i = 0; i < half; ++i) {
       const double theta = positions[token] * inv_freq[i];
       cos_theta[i] = static_cast<float>(std::cos(theta));

@@ -15,12 +15,6 @@ namespace {
 using engine::LogitsFor;
 using engine::TokenId;
 
-float max_difference(const std::vector<float>& a, const std::vector<float>& b) {
-  float worst = 0.0f;
-  for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - b[i]));
-  return worst;
-}
-
 TEST(ChunkedPrefill, AnyChunkSizeGivesTheSameLogits) {
   auto& one_pass = *testing::default_model().model;
   const auto file = engine::GgufFile::open(testing::model_path());
@@ -33,7 +27,7 @@ TEST(ChunkedPrefill, AnyChunkSizeGivesTheSameLogits) {
   const auto expected = one_pass.forward(tokens, kv, LogitsFor::kEveryToken);
   auto chunked_kv = chunked.make_kv_store();
   const auto logits = chunked.forward(tokens, chunked_kv, LogitsFor::kEveryToken);
-  EXPECT_LE(max_difference(logits, expected), 1e-3f);
+  EXPECT_LE(testing::max_abs_difference(logits, expected), 1e-3f);
   EXPECT_EQ(chunked_kv.next_position(), 150);
   EXPECT_EQ(chunked_kv.bytes_held(), kv.bytes_held());
 
@@ -42,7 +36,7 @@ TEST(ChunkedPrefill, AnyChunkSizeGivesTheSameLogits) {
   one_pass.forward(std::span(tokens).first(149), split_kv, LogitsFor::kLastToken);
   const auto last = one_pass.forward(std::span(tokens).subspan(149), split_kv, LogitsFor::kLastToken);
   const std::vector<float> row(expected.end() - static_cast<std::ptrdiff_t>(last.size()), expected.end());
-  EXPECT_LE(max_difference(last, row), 1e-3f);
+  EXPECT_LE(testing::max_abs_difference(last, row), 1e-3f);
 }
 
 TEST(ChunkedPrefill, KvStoreHoldsEveryTokenAtItsPosition) {

@@ -11,13 +11,9 @@
 
 #include "comm/mpi_communicator.h"
 #include "engine/generation/generator.h"
-#include "engine/gguf/gguf_file.h"
-#include "engine/model/llama_model.h"
 #include "engine/tokenizer/chat_template.h"
-#include "engine/tokenizer/tokenizer.h"
-#include "kernels/cpu/cpu_backend.h"
 #include "support/mpi_test_main.h"
-#include "support/test_paths.h"
+#include "support/test_model.h"
 
 namespace kvshrink {
 namespace {
@@ -28,27 +24,13 @@ using engine::TokenId;
 constexpr float kLogitTolerance = 1e-4f;  // f32 sums reordered by the all-reduces
 constexpr int kGreedyTokens = 32;
 
-struct Shard {
-  std::unique_ptr<engine::Tokenizer> tokenizer;
-  kernels::cpu::CpuBackend backend;
-  std::unique_ptr<engine::LlamaModel> model;
-};
-
-std::unique_ptr<Shard> load(comm::Communicator& comm) {
-  auto shard = std::make_unique<Shard>();
-  const auto file = engine::GgufFile::open(testing::model_path());
-  shard->tokenizer = std::make_unique<engine::Tokenizer>(engine::Tokenizer::from_gguf(file));
-  shard->model = std::make_unique<engine::LlamaModel>(file, comm, shard->backend);
-  return shard;
-}
-
 class TensorParallelTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    sharded_ = load(testing::mpi_communicator()).release();
+    sharded_ = testing::load_test_model(testing::mpi_communicator()).release();
     if (testing::mpi_communicator().world().is_coordinator()) {
       self_comm_ = new comm::MpiCommunicator(comm::MpiCommunicator::self());
-      reference_ = load(*self_comm_).release();
+      reference_ = testing::load_test_model(*self_comm_).release();
     }
   }
   static void TearDownTestSuite() {
@@ -69,15 +51,9 @@ class TensorParallelTest : public ::testing::Test {
     return ids;
   }
 
-  static float max_difference(const std::vector<float>& a, const std::vector<float>& b) {
-    float worst = 0.0f;
-    for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - b[i]));
-    return worst;
-  }
-
-  static inline Shard* sharded_ = nullptr;
+  static inline testing::TestModel* sharded_ = nullptr;
   static inline comm::MpiCommunicator* self_comm_ = nullptr;
-  static inline Shard* reference_ = nullptr;  // rank 0 only
+  static inline testing::TestModel* reference_ = nullptr;  // rank 0 only
 };
 
 TEST_F(TensorParallelTest, RanksOwnWholeKvHeadsSplitUnevenly) {
@@ -113,7 +89,7 @@ TEST_F(TensorParallelTest, PrefillLogitsEqualOneRank) {
   auto reference_kv = reference_->model->make_kv_store();
   const auto expected = reference_->model->forward(ids, reference_kv, LogitsFor::kEveryToken);
   ASSERT_EQ(logits.size(), expected.size());
-  const float worst = max_difference(logits, expected);
+  const float worst = testing::max_abs_difference(logits, expected);
   std::printf("prefill of %zu tokens: max |logit difference| vs np 1 = %.2e\n", ids.size(), worst);
   EXPECT_LE(worst, kLogitTolerance);
 }
@@ -132,7 +108,7 @@ TEST_F(TensorParallelTest, GreedyDecodeTokensAndLogitsEqualOneRank) {
   for (int step = 0; step < kGreedyTokens; ++step) {
     const TokenId next = engine::argmax(logits);  // logits are complete and equal on every rank
     if (coordinator()) {
-      worst = std::max(worst, max_difference(logits, expected));
+      worst = std::max(worst, testing::max_abs_difference(logits, expected));
       ASSERT_EQ(next, engine::argmax(expected)) << "step " << step;
     }
     const TokenId token[] = {next};

@@ -3,11 +3,14 @@
 // test failure with a clear message, never a skip.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "comm/communicator.h"
 #include "engine/gguf/gguf_file.h"
@@ -38,16 +41,26 @@ struct TestModel {
   std::unique_ptr<engine::LlamaModel> model;
 };
 
-// The default model ($KVSHRINK_MODEL), loaded once; throws if the file is missing.
+// The default model, this rank's shard of it for `comm`; throws if the file is missing.
+inline std::unique_ptr<TestModel> load_test_model(comm::Communicator& comm) {
+  auto m = std::make_unique<TestModel>();
+  const auto file = engine::GgufFile::open(model_path());
+  m->tokenizer = std::make_unique<engine::Tokenizer>(engine::Tokenizer::from_gguf(file));
+  m->model = std::make_unique<engine::LlamaModel>(file, comm, m->backend);
+  return m;
+}
+
+// The default model on one rank, loaded once per test process.
 inline TestModel& default_model() {
-  static std::unique_ptr<TestModel> loaded = [] {
-    auto m = std::make_unique<TestModel>();
-    const auto file = engine::GgufFile::open(model_path());
-    m->tokenizer = std::make_unique<engine::Tokenizer>(engine::Tokenizer::from_gguf(file));
-    m->model = std::make_unique<engine::LlamaModel>(file, test_communicator(), m->backend);
-    return m;
-  }();
+  static std::unique_ptr<TestModel> loaded = load_test_model(test_communicator());
   return *loaded;
+}
+
+// max |a[i] - b[i]| over two logit arrays of the same size.
+inline float max_abs_difference(const std::vector<float>& a, const std::vector<float>& b) {
+  float worst = 0.0f;
+  for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - b[i]));
+  return worst;
 }
 
 }  // namespace kvshrink::testing
