@@ -28,7 +28,22 @@ struct HeadAttention {
   int64_t group;
   int64_t head_dim;
   float scale;  // 1 / sqrt(head_dim)
+
+  // Optional outputs, for attention split over several segments and for scoring presses:
+  // lse[i*group + j] = log of the softmax denominator of query i, head j over these n_kv tokens
+  // (natural log, max included; -inf when it sees none). Merge segments with merge_attention().
+  float* lse = nullptr;
+  // key_mass[t] += mean over the group's heads of sum over the m queries of the probability given
+  // to token t (H2O's accumulated attention). Probabilities are normalised over these n_kv tokens,
+  // or, when lse_reference [m x group] is given, over a larger set whose log-denominators it holds.
+  float* key_mass = nullptr;
+  const float* lse_reference = nullptr;
 };
+
+// Online-softmax merge of the same queries' attention over a second token set (FlashInfer's
+// state merge): out/lse [m x group] take in out_b/lse_b; rows given as in HeadAttention.
+void merge_attention(float* out, int64_t out_stride, float* lse, const float* out_b, int64_t out_b_stride,
+                     const float* lse_b, int64_t m, int64_t group, int64_t head_dim);
 
 class Backend {
  public:

@@ -46,6 +46,7 @@ CLI::App* add_generate_command(CLI::App& app, GenerateOptions& o) {
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
   add_sampling_options(*cmd, o.sampling);
+  add_compression_options(*cmd, o.compression, /*several=*/false);
   cmd->add_flag("!--no-stats", o.show_stats, "Do not print timings and memory to stderr");
   cmd->callback([prompt, prompt_file] {
     if (prompt->count() == 0 && prompt_file->count() == 0) {
@@ -58,6 +59,7 @@ CLI::App* add_generate_command(CLI::App& app, GenerateOptions& o) {
 int run_generate(const GenerateOptions& options, comm::Communicator& comm) {
   const bool coordinator = comm.world().is_coordinator();
   const std::string prompt_text = read_prompt(options, comm);
+  const auto spec = compression_specs(options.compression, comm).front();
   auto loaded = load_model(options.model, comm, options.batch_size);
   const auto& config = loaded.model->config();
   const int64_t context = context_size_or_default(options.context_size, config, comm);
@@ -69,16 +71,27 @@ int run_generate(const GenerateOptions& options, comm::Communicator& comm) {
   }
   engine::Generator generator(*loaded.model, *loaded.tokenizer, comm, context);
   engine::StreamingDecoder decoder(*loaded.tokenizer);
-  const auto result =
-      generator.generate(prompt, options.max_tokens, options.sampling, [&](engine::TokenId id) {
+  std::unique_ptr<engine::KvCompressor> compressor;
+  if (spec.enabled()) {
+    compressor = engine::make_compressor(spec, *loaded.model, comm, loaded.path, loaded.identity);
+  }
+  auto pool = std::make_shared<kvstore::KvMemoryPool>();
+  auto kv =
+      loaded.model->make_kv_store(compressor ? compressor->store_options() : kvstore::KvStoreOptions{}, pool);
+  const engine::KvCompression compression{compressor.get(), spec.budget_tokens, spec.budget_fraction,
+                                          spec.compress_every};
+  const auto result = generator.generate(
+      kv, prompt, options.max_tokens, options.sampling,
+      [&](engine::TokenId id) {
         std::fputs(decoder.push(id).c_str(), stdout);
         std::fflush(stdout);
-      });
+      },
+      compression);
 
   // KV and weight bytes summed over ranks (float sum is exact enough for a report).
   std::vector<float> totals = {static_cast<float>(result.kv_bytes_held),
                                static_cast<float>(loaded.model->weight_bytes()),
-                               static_cast<float>(result.kv_bytes_full)};
+                               static_cast<float>(result.kv_bytes_full), static_cast<float>(pool->peak())};
   comm.all_reduce_sum(totals);
   if (coordinator) {
     std::fputs(decoder.finish().c_str(), stdout);
@@ -93,11 +106,13 @@ int run_generate(const GenerateOptions& options, comm::Communicator& comm) {
                  n_generated, result.decode_seconds,
                  n_generated > 1 ? (n_generated - 1) / result.decode_seconds : 0.0,
                  engine::stop_reason_name(result.stop_reason));
-      fmt::print(stderr,
-                 "kvshrink: {} rank(s), weights {:.1f} MiB in all, KV held {:.2f} MiB = {:.1f}% of full KV, "
-                 "peak RSS rank 0 {:.1f} MiB\n",
-                 comm.world().size, totals[1] / 1048576.0, totals[0] / 1048576.0,
-                 full_kv > 0 ? 100.0 * totals[0] / full_kv : 0.0, peak_rss_bytes() / 1048576.0);
+      fmt::print(
+          stderr,
+          "kvshrink: {} rank(s), weights {:.1f} MiB in all, KV ({}) held {:.2f} MiB = {:.1f}% of full KV "
+          "({:.2f} MiB), KV pool peak {:.2f} MiB, peak RSS rank 0 {:.1f} MiB\n",
+          comm.world().size, totals[1] / 1048576.0, spec.label(), totals[0] / 1048576.0,
+          full_kv > 0 ? 100.0 * totals[0] / full_kv : 0.0, full_kv / 1048576.0, totals[3] / 1048576.0,
+          peak_rss_bytes() / 1048576.0);
     }
   }
   return 0;

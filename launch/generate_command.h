@@ -7,6 +7,7 @@
 #include <string>
 
 #include "engine/generation/sampler.h"
+#include "launch/compression_options.h"
 
 namespace kvshrink::comm {
 class Communicator;
@@ -24,6 +25,7 @@ struct GenerateOptions {
   int64_t context_size = 0;  // 0 = the model's trained context
   int64_t batch_size = 512;
   bool show_stats = true;
+  CompressionOptions compression;
 };
 
 CLI::App* add_generate_command(CLI::App& app, GenerateOptions& options);

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "comm/collective_error.h"
+#include "engine/compression/head_profile_file.h"
 #include "engine/gguf/gguf_file.h"
 
 namespace kvshrink::launch {
@@ -22,6 +23,8 @@ LoadedModel load_model(const std::string& path, comm::Communicator& comm, int64_
     loaded.model =
         std::make_unique<engine::LlamaModel>(file, comm, *loaded.backend, max_batch);  // checks arch first
     loaded.tokenizer = std::make_unique<engine::Tokenizer>(engine::Tokenizer::from_gguf(file));
+    loaded.path = path;
+    loaded.identity = engine::model_identity(file, loaded.model->config());
     const auto vocab = static_cast<size_t>(loaded.model->config().vocab_size);
     if (loaded.tokenizer->vocab_size() > vocab) {
       throw engine::GgufError(

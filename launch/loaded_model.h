@@ -20,6 +20,8 @@ struct LoadedModel {
   std::unique_ptr<engine::Tokenizer> tokenizer;
   std::unique_ptr<kernels::cpu::CpuBackend> backend;
   std::unique_ptr<engine::LlamaModel> model;
+  std::string path;      // the GGUF file
+  std::string identity;  // engine::model_identity(): what side files (head profiles) must match
   double load_seconds = 0.0;
 };
 

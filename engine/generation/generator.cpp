@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <stdexcept>
 
 #include "comm/collective_error.h"
@@ -42,7 +44,21 @@ GenerationResult Generator::generate(std::vector<TokenId> prompt, int64_t max_to
 
 GenerationResult Generator::generate(kvstore::KvStore& kv, std::vector<TokenId> prompt, int64_t max_tokens,
                                      const SamplingParams& params,
-                                     const std::function<void(TokenId)>& on_token) {
+                                     const std::function<void(TokenId)>& on_token,
+                                     const KvCompression& compression) {
+  const Prefilled prefilled = prefill(kv, std::move(prompt), max_tokens);
+  KvCompression resolved = compression;
+  if (resolved.compressor) {
+    if (resolved.budget_tokens == 0) {
+      resolved.budget_tokens = std::max<int64_t>(
+          1, std::llround(resolved.budget_fraction * static_cast<double>(kv.next_position())));
+    }
+    resolved.compressor->compress(kv, resolved.budget_tokens);
+  }
+  return decode(kv, prefilled, max_tokens, params, on_token, resolved);
+}
+
+Prefilled Generator::prefill(kvstore::KvStore& kv, std::vector<TokenId> prompt, int64_t max_tokens) {
   comm_.broadcast_vector(prompt, 0);
   max_tokens = comm_.broadcast_value(max_tokens, 0);
   const auto n_prompt = static_cast<int64_t>(prompt.size());
@@ -53,18 +69,28 @@ GenerationResult Generator::generate(kvstore::KvStore& kv, std::vector<TokenId> 
       fmt::format("the prompt has {} tokens but the context holds {} (it must leave room for at least "
                   "one generated token; see --ctx-size)",
                   n_positions, context_size_));
-
-  GenerationResult result;
-  result.prompt_tokens = n_prompt;
   kv.reserve(std::min(context_size_, n_positions + max_tokens));
+  Prefilled out;
+  out.prompt_tokens = n_prompt;
+  const auto start = std::chrono::steady_clock::now();
+  out.logits = model_.forward(prompt, kv, LogitsFor::kLastToken);
+  out.seconds = seconds_since(start);
+  return out;
+}
+
+GenerationResult Generator::decode(kvstore::KvStore& kv, const Prefilled& prefilled, int64_t max_tokens,
+                                   const SamplingParams& params, const std::function<void(TokenId)>& on_token,
+                                   const KvCompression& compression) {
+  max_tokens = comm_.broadcast_value(max_tokens, 0);
+  GenerationResult result;
+  result.prompt_tokens = prefilled.prompt_tokens;
+  result.prefill_seconds = prefilled.seconds;
   Sampler sampler(params);  // used on rank 0 only
   const bool coordinator = comm_.world().is_coordinator();
+  std::vector<float> logits = prefilled.logits;
 
-  auto start = std::chrono::steady_clock::now();
-  std::vector<float> logits = model_.forward(prompt, kv, LogitsFor::kLastToken);
-  result.prefill_seconds = seconds_since(start);
-
-  start = std::chrono::steady_clock::now();
+  const auto start = std::chrono::steady_clock::now();
+  int64_t steps = 0;
   while (static_cast<int64_t>(result.tokens.size()) < max_tokens) {
     TokenId next = coordinator ? sampler.sample(logits) : 0;
     next = comm_.broadcast_value(next, 0);
@@ -81,6 +107,10 @@ GenerationResult Generator::generate(kvstore::KvStore& kv, std::vector<TokenId> 
     }
     const TokenId step[] = {next};
     logits = model_.forward(step, kv, LogitsFor::kLastToken);
+    ++steps;
+    if (compression.compressor && compression.every > 0 && steps % compression.every == 0) {
+      compression.compressor->compress(kv, compression.budget_tokens);
+    }
   }
   result.decode_seconds = seconds_since(start);
   result.kv_bytes_held = kv.bytes_held();

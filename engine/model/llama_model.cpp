@@ -35,8 +35,10 @@ LlamaModel::LlamaModel(const GgufFile& file, comm::Communicator& comm, kernels::
   positions_.resize(m);
 }
 
-kvstore::KvStore LlamaModel::make_kv_store() const {
-  return kvstore::KvStore(config_.n_layers, shard_.kv_heads.size(), config_.head_dim);
+kvstore::KvStore LlamaModel::make_kv_store(const kvstore::KvStoreOptions& options,
+                                           std::shared_ptr<kvstore::KvMemoryPool> pool) const {
+  return kvstore::KvStore(config_.n_layers, shard_.kv_heads.size(), config_.head_dim, shard_.q_heads.size(),
+                          options, std::move(pool));
 }
 
 std::vector<float> LlamaModel::forward(std::span<const TokenId> tokens, kvstore::KvStore& kv,
@@ -79,6 +81,7 @@ void LlamaModel::forward_chunk(std::span<const TokenId> tokens, kvstore::KvStore
     ffn_block(layer, m);
   }
   kv.advance(m);
+  kv.account();
 }
 
 void LlamaModel::embed(std::span<const TokenId> tokens, float* x) const {
@@ -103,32 +106,86 @@ void LlamaModel::attention_block(int64_t layer, int64_t m, kvstore::KvStore& kv)
   backend_.rope(q_.data(), m, hq, d, positions_.data(), config_.rope_freq_base);
   backend_.rope(k_.data(), m, hkv, d, positions_.data(), config_.rope_freq_base);
 
-  const int64_t group = config_.group_size();
+  auto& recent = kv.recent_queries(layer);
+  for (int64_t i = std::max<int64_t>(0, m - recent.capacity()); i < m; ++i) {
+    recent.push(q_.data() + i * hq * d, positions_[i]);
+  }
   for (int64_t h = 0; h < hkv; ++h) {
-    auto& segment = kv.head(layer, h);
+    auto& head = kv.head(layer, h);
     for (int64_t i = 0; i < m; ++i) {
-      segment.append(k_.data() + (i * hkv + h) * d, v_.data() + (i * hkv + h) * d, positions_[i]);
+      head.tail().append(k_.data() + (i * hkv + h) * d, v_.data() + (i * hkv + h) * d, positions_[i]);
     }
-    kernels::HeadAttention args{};
-    args.q = q_.data() + h * group * d;
-    args.q_stride = hq * d;
-    args.out = attn_out_.data() + h * group * d;
-    args.out_stride = hq * d;
-    args.keys = segment.keys();
-    args.values = segment.values();
-    args.kv_positions = segment.positions();
-    args.q_positions = positions_.data();
-    args.m = m;
-    args.n_kv = segment.tokens();
-    args.group = group;
-    args.head_dim = d;
-    args.scale = 1.0f / std::sqrt(static_cast<float>(d));
-    backend_.attention(args);
+    attend_head(m, h, head);
   }
   backend_.matmul(w.wo, attn_out_.data(), partial_.data(), m);
   const auto residual = std::span<float>(partial_.data(), static_cast<size_t>(m * config_.n_embd));
   comm_.all_reduce_sum(residual);
   backend_.add(hidden_.data(), partial_.data(), m * config_.n_embd);
+}
+
+// attn_out_ rows of kv head h's query group = attention over the head's segments, merged with the
+// online-softmax rule. With attention-mass tracking, each segment's tokens receive probabilities
+// normalised over the whole head (a second pass once the total log-denominators are known).
+void LlamaModel::attend_head(int64_t m, int64_t h, kvstore::HeadCache& head) {
+  const int64_t d = config_.head_dim;
+  const int64_t hq = shard_.q_heads.size();
+  const int64_t group = config_.group_size();
+  kernels::HeadAttention args{};
+  args.q = q_.data() + h * group * d;
+  args.q_stride = hq * d;
+  args.q_positions = positions_.data();
+  args.m = m;
+  args.group = group;
+  args.head_dim = d;
+  args.scale = 1.0f / std::sqrt(static_cast<float>(d));
+  auto point_at = [&](kvstore::HeadSegment& segment) {
+    args.keys = segment.keys();
+    args.values = segment.values();
+    args.kv_positions = segment.positions();
+    args.n_kv = segment.tokens();
+  };
+  std::vector<kvstore::HeadSegment*> filled;
+  for (auto& segment : head.segments()) {
+    if (segment.tokens() > 0) filled.push_back(&segment);
+  }
+  if (filled.size() == 1) {
+    point_at(*filled[0]);
+    args.out = attn_out_.data() + h * group * d;
+    args.out_stride = hq * d;
+    args.key_mass = filled[0]->attention_mass();
+    backend_.attention(args);
+    return;
+  }
+  const auto lse_size = static_cast<size_t>(m * group);
+  lse_.resize(lse_size);
+  segment_lse_.resize(lse_size);
+  segment_out_.resize(lse_size * d);
+  for (size_t s = 0; s < filled.size(); ++s) {
+    point_at(*filled[s]);
+    if (s == 0) {
+      args.out = attn_out_.data() + h * group * d;
+      args.out_stride = hq * d;
+      args.lse = lse_.data();
+      backend_.attention(args);
+      continue;
+    }
+    args.out = segment_out_.data();
+    args.out_stride = group * d;
+    args.lse = segment_lse_.data();
+    backend_.attention(args);
+    kernels::merge_attention(attn_out_.data() + h * group * d, hq * d, lse_.data(), segment_out_.data(),
+                             group * d, segment_lse_.data(), m, group, d);
+  }
+  if (!head.segments().front().tracks_mass()) return;
+  for (auto* segment : filled) {  // second pass: probabilities over the whole head
+    point_at(*segment);
+    args.out = segment_out_.data();
+    args.out_stride = group * d;
+    args.lse = nullptr;
+    args.lse_reference = lse_.data();
+    args.key_mass = segment->attention_mass();
+    backend_.attention(args);
+  }
 }
 
 // hidden += w_down . (silu(w_gate . norm(hidden)) * (w_up . norm(hidden)))

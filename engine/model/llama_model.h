@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -37,7 +38,8 @@ class LlamaModel {
   int64_t max_batch() const { return max_batch_; }
 
   // An empty KV store for one sequence, holding this rank's kv heads.
-  kvstore::KvStore make_kv_store() const;
+  kvstore::KvStore make_kv_store(const kvstore::KvStoreOptions& options = {},
+                                 std::shared_ptr<kvstore::KvMemoryPool> pool = nullptr) const;
 
   // Runs `tokens` at positions kv.next_position() onward (in chunks of max_batch), appends their
   // K/V to kv, and returns logits [rows x vocab_size]: rows = 1 (last token) or tokens.size().
@@ -47,6 +49,7 @@ class LlamaModel {
   void forward_chunk(std::span<const TokenId> tokens, kvstore::KvStore& kv);
   void embed(std::span<const TokenId> tokens, float* x) const;
   void attention_block(int64_t layer, int64_t m, kvstore::KvStore& kv);
+  void attend_head(int64_t m, int64_t local_head, kvstore::HeadCache& head);
   void ffn_block(int64_t layer, int64_t m);
   void logits(const float* hidden_rows, int64_t rows, float* out);
 
@@ -68,6 +71,10 @@ class LlamaModel {
   std::vector<float> up_;           // [m x own ffn]
   std::vector<float> partial_;      // [m x n_embd] row-parallel partial sum, all-reduced
   std::vector<int32_t> positions_;  // [m]
+  // Attention over a head's second and later segments, merged into attn_out_:
+  std::vector<float> segment_out_;  // [m x group x head_dim]
+  std::vector<float> lse_;          // [m x group] log-denominators so far
+  std::vector<float> segment_lse_;  // [m x group]
 };
 
 }  // namespace kvshrink::engine

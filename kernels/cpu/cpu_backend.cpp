@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "kernels/cpu/dequantize.h"
@@ -100,7 +101,10 @@ void CpuBackend::decode_attention(const HeadAttention& a) {
   const int64_t n =
       std::upper_bound(a.kv_positions, a.kv_positions + a.n_kv, a.q_positions[0]) - a.kv_positions;
   for (int64_t head = 0; head < a.group; ++head) std::fill_n(a.out + head * d, d, 0.0f);
-  if (n == 0) return;
+  if (n == 0) {
+    if (a.lse) std::fill_n(a.lse, a.group, -std::numeric_limits<float>::infinity());
+    return;
+  }
   scores_.resize(static_cast<size_t>(a.group * n));  // [group x n]
   for (int64_t t = 0; t < n; ++t) {
     const float* key = a.keys + t * d;
@@ -115,7 +119,16 @@ void CpuBackend::decode_attention(const HeadAttention& a) {
   std::vector<float> inv_sum(static_cast<size_t>(a.group));
   for (int64_t head = 0; head < a.group; ++head) {
     float* row = scores_.data() + head * n;
-    inv_sum[head] = 1.0f / exp_shifted_sum(row, n, max_of(row, n));
+    const float row_max = max_of(row, n);
+    const float sum = exp_shifted_sum(row, n, row_max);
+    inv_sum[head] = 1.0f / sum;
+    if (a.lse) a.lse[head] = row_max + std::log(sum);
+    if (a.key_mass) {
+      // row holds exp(s - max): probability = row * weight, normalised locally or by the reference
+      const float weight =
+          (a.lse_reference ? std::exp(row_max - a.lse_reference[head]) : inv_sum[head]) / a.group;
+      for (int64_t t = 0; t < n; ++t) a.key_mass[t] += row[t] * weight;
+    }
   }
   for (int64_t t = 0; t < n; ++t) {
     const float* value = a.values + t * d;
@@ -147,6 +160,7 @@ void CpuBackend::attention(const HeadAttention& a) {
       for (int64_t head = 0; head < a.group; ++head) {
         for (int64_t i = 0; i < rows; ++i) {
           std::fill_n(a.out + (block_begin + i) * a.out_stride + head * d, d, 0.0f);
+          if (a.lse) a.lse[(block_begin + i) * a.group + head] = -std::numeric_limits<float>::infinity();
         }
       }
       continue;
@@ -169,14 +183,24 @@ void CpuBackend::attention(const HeadAttention& a) {
         float* row = scores + i * n_visible;
         const int64_t seen =
             std::upper_bound(a.kv_positions, a.kv_positions + n_visible, q_pos[i]) - a.kv_positions;
+        const int64_t lse_index = (block_begin + i) * a.group + head;
         if (seen == 0) {
           std::fill_n(row, n_visible, 0.0f);
+          if (a.lse) a.lse[lse_index] = -std::numeric_limits<float>::infinity();
           continue;
         }
-        const float sum = exp_shifted_sum(row, seen, max_of(row, seen));
+        const float row_max = max_of(row, seen);
+        const float sum = exp_shifted_sum(row, seen, row_max);
         const float inv_sum = 1.0f / sum;
         for (int64_t t = 0; t < seen; ++t) row[t] *= inv_sum;
         std::fill(row + seen, row + n_visible, 0.0f);
+        const float lse = row_max + std::log(sum);
+        if (a.lse) a.lse[lse_index] = lse;
+        if (a.key_mass) {
+          const float weight =
+              (a.lse_reference ? std::exp(lse - a.lse_reference[lse_index]) : 1.0f) / a.group;
+          for (int64_t t = 0; t < seen; ++t) a.key_mass[t] += row[t] * weight;
+        }
       }
       // out[rows x d] = scores[rows x n_visible] . values[n_visible x d]
       if (rows == 1) {

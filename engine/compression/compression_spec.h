@@ -1,0 +1,42 @@
+// One KV compression setting as the user asks for it: a method (press + allocator), its
+// parameters and a budget, either a fraction of full-KV bytes or tokens per head.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "engine/compression/kv_compressor.h"
+#include "kvstore/press_params.h"
+
+namespace kvshrink::engine {
+
+struct CompressionSpec {
+  std::string method = "none";  // a name from kvstore::method_names(), or "none" (full KV)
+  std::string allocator;        // "" = the method's own
+  kvstore::PressParams params;
+  double budget_fraction = 0.0;  // of full-KV bytes, in (0, 1]; 0 = not set
+  int64_t budget_tokens = 0;     // per kv head, always-kept tokens included; 0 = not set
+  int64_t compress_every = 0;    // decode steps between re-compactions to the budget; 0 = prefill only
+
+  bool enabled() const { return method != "none"; }
+  // Tokens per head for a sequence of n_positions: budget_tokens, or round(fraction * n_positions).
+  int64_t budget_tokens_for(int64_t n_positions) const;
+  // "snapkv 25%", "snapkv 128 tokens", "full KV"
+  std::string label() const;
+};
+
+// Throws std::invalid_argument for an unknown method or allocator, a budget out of (0, 1], both or
+// neither budget form, a token budget below the observation window, bad parameters.
+void validate(const CompressionSpec& spec);
+
+// The press and allocator of spec for this model. Collective when the allocator is headkv: the
+// head profile (params.head_profile, or the default path next to model_path) is read on every rank
+// and must fit the model (model_identity); failures are a comm::JobError on every rank.
+std::unique_ptr<KvCompressor> make_compressor(const CompressionSpec& spec, const LlamaModel& model,
+                                              comm::Communicator& comm,
+                                              const std::filesystem::path& model_path,
+                                              const std::string& model_identity);
+
+}  // namespace kvshrink::engine

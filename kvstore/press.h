@@ -1,0 +1,41 @@
+// A press scores the tokens of one (layer, kv head) of a sequence; it never decides how many to
+// keep (that is the allocator's job, kvstore/allocator.h). Scores are per KV head: a group's query
+// heads are reduced by the mean. Higher = keep; +infinity = always keep (observation window, sinks).
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <string_view>
+
+#include "kvstore/head_cache.h"
+#include "kvstore/recent_queries.h"
+
+namespace kvshrink::kvstore {
+
+inline constexpr float kAlwaysKeep = std::numeric_limits<float>::infinity();
+
+// What a press may read about one head of one sequence.
+struct HeadScoringInput {
+  const HeadCache& head;
+  const RecentQueries& recent;  // this layer's recent queries; rows hold the rank's q heads
+  int64_t first_q_head;         // this kv head's first query head within a row
+  int64_t group;                // query heads per kv head
+  int64_t next_position;        // position the sequence continues at (= queries seen so far)
+};
+
+class Press {
+ public:
+  virtual ~Press() = default;
+  virtual std::string_view name() const = 0;
+  // Recent queries the press reads (its observation window); 0 when it reads none.
+  virtual int64_t query_window() const { return 0; }
+  // Whether the store must accumulate the attention each token receives (H2O).
+  virtual bool needs_attention_mass() const { return false; }
+  // TOVA: one selection for all heads of a layer; the coordinator averages the heads' scores.
+  virtual bool shares_selection_across_heads() const { return false; }
+  // scores[i] for token i of the head (scores.size() == head.tokens()).
+  virtual void score(const HeadScoringInput& input, std::span<float> scores) const = 0;
+};
+
+}  // namespace kvshrink::kvstore

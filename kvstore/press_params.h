@@ -1,0 +1,24 @@
+// Parameters of every press and allocator, with the defaults of shared/research/kv-methods.md.
+// The registry (kvstore/press_registry.h) starts from each method's own defaults; flags override.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace kvshrink::kvstore {
+
+enum class PoolType { kAverage, kMax };
+
+struct PressParams {
+  int64_t window = 32;      // observation window w (always kept)
+  int64_t pool_kernel = 7;  // 1-D pooling kernel of the window scores (1 = none)
+  PoolType pool_type = PoolType::kMax;
+  int64_t sinks = 4;           // StreamingLLM attention sinks
+  double alpha = 0.2;          // AdaKV floor: share of each head's uniform budget it keeps
+  double pyramid_beta = 20.0;  // PyramidKV: top layer keeps b / beta
+  double head_beta = 1.01;     // HeadKV: every head keeps at least b - b / beta
+  double r_max = 10.0;         // DynamicKV: a layer keeps at most r_max * b
+  std::string head_profile;    // HeadKV: head-importance profile file (profile-heads)
+};
+
+}  // namespace kvshrink::kvstore

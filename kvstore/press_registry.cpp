@@ -1,0 +1,97 @@
+#include "kvstore/press_registry.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "kvstore/adakv_allocator.h"
+#include "kvstore/dynamickv_allocator.h"
+#include "kvstore/h2o_press.h"
+#include "kvstore/headkv_allocator.h"
+#include "kvstore/knorm_press.h"
+#include "kvstore/pyramid_allocator.h"
+#include "kvstore/snapkv_press.h"
+#include "kvstore/streaming_llm_press.h"
+#include "kvstore/tova_press.h"
+#include "kvstore/uniform_allocator.h"
+
+namespace kvshrink::kvstore {
+
+const std::vector<std::string>& method_names() {
+  static const std::vector<std::string> names = {"snapkv", "pyramidkv",    "adakv", "headkv", "dynamickv",
+                                                 "h2o",    "streamingllm", "knorm", "tova"};
+  return names;
+}
+
+const std::vector<std::string>& allocator_names() {
+  static const std::vector<std::string> names = {"uniform", "pyramid", "adakv", "headkv", "dynamickv"};
+  return names;
+}
+
+bool is_method(std::string_view name) {
+  const auto& names = method_names();
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+namespace {
+void check_method(std::string_view method) {
+  if (!is_method(method)) {
+    throw std::invalid_argument(
+        fmt::format("unknown press '{}' (known: {})", method, fmt::join(method_names(), ", ")));
+  }
+}
+}  // namespace
+
+PressParams default_params(std::string_view method) {
+  check_method(method);
+  PressParams params;
+  if (method == "dynamickv") {
+    params.window = 8;
+    params.pool_type = PoolType::kAverage;
+  }
+  return params;
+}
+
+std::string default_allocator(std::string_view method) {
+  check_method(method);
+  if (method == "pyramidkv") return "pyramid";
+  if (method == "adakv" || method == "headkv" || method == "dynamickv") return std::string(method);
+  return "uniform";
+}
+
+CompressionMethod make_method(std::string_view method, const PressParams& params, std::string_view allocator,
+                              std::vector<double> head_importance) {
+  check_method(method);
+  CompressionMethod out;
+  if (method == "h2o") {
+    out.press = std::make_unique<H2oPress>(params);
+  } else if (method == "streamingllm") {
+    out.press = std::make_unique<StreamingLlmPress>(params);
+  } else if (method == "knorm") {
+    out.press = std::make_unique<KnormPress>();
+  } else if (method == "tova") {
+    out.press = std::make_unique<TovaPress>();
+  } else {
+    out.press = std::make_unique<SnapKvPress>(params);
+  }
+  const std::string name = allocator.empty() ? default_allocator(method) : std::string(allocator);
+  if (name == "uniform") {
+    out.allocator = std::make_unique<UniformAllocator>();
+  } else if (name == "pyramid") {
+    out.allocator = std::make_unique<PyramidAllocator>(params.pyramid_beta);
+  } else if (name == "adakv") {
+    out.allocator = std::make_unique<AdaKvAllocator>(params.alpha);
+  } else if (name == "headkv") {
+    out.allocator = std::make_unique<HeadKvAllocator>(std::move(head_importance), params.head_beta);
+  } else if (name == "dynamickv") {
+    out.allocator = std::make_unique<DynamicKvAllocator>(params.r_max);
+  } else {
+    throw std::invalid_argument(
+        fmt::format("unknown allocator '{}' (known: {})", name, fmt::join(allocator_names(), ", ")));
+  }
+  return out;
+}
+
+}  // namespace kvshrink::kvstore

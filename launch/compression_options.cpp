@@ -1,0 +1,126 @@
+#include "launch/compression_options.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "comm/collective_error.h"
+#include "kvstore/press_registry.h"
+
+namespace kvshrink::launch {
+
+void add_compression_options(CLI::App& cmd, CompressionOptions& o, bool several) {
+  auto names = kvstore::method_names();
+  names.insert(names.begin(), "none");
+  auto* press = cmd.add_option("--press", o.presses,
+                               fmt::format("KV compression method{}: {}",
+                                           several ? "s (comma separated)" : "", fmt::join(names, ", ")))
+                    ->check(CLI::IsMember(names));
+  auto* budget =
+      cmd.add_option("--budget", o.budgets,
+                     "KV budget as a fraction of the full cache's bytes, in (0, 1]" +
+                         std::string(several ? " (comma separated)" : ""))
+          ->check(CLI::Validator(
+              [](std::string& v) {
+                const double f = std::stod(v);
+                return f > 0.0 && f <= 1.0 ? std::string() : fmt::format("budget {} is outside (0, 1]", v);
+              },
+              "(0, 1]"));
+  auto* tokens = cmd.add_option("--budget-tokens", o.budget_tokens,
+                                "KV budget in tokens per kv head, window included (the papers' KV size)")
+                     ->check(CLI::PositiveNumber);
+  if (several) {
+    press->delimiter(',');
+    budget->delimiter(',');
+    tokens->delimiter(',');
+  } else {
+    press->expected(1);
+    budget->expected(1);
+    tokens->expected(1);
+  }
+  budget->excludes(tokens);
+  tokens->excludes(budget);
+  cmd.add_option("--allocator", o.allocator,
+                 fmt::format("Budget allocator instead of the method's own: {}",
+                             fmt::join(kvstore::allocator_names(), ", ")))
+      ->check(CLI::IsMember(kvstore::allocator_names()));
+  cmd.add_option("--window", o.window,
+                 "Observation window (always kept): SnapKV family 32, DynamicKV 8, H2O recent 32");
+  cmd.add_option("--pool-kernel", o.pool_kernel, "Pooling kernel of the window scores (default 7; 1 = none)");
+  cmd.add_option("--pool-type", o.pool_type, "Pooling: max (default) or avg (DynamicKV default)")
+      ->check(CLI::IsMember({"max", "avg"}));
+  cmd.add_option("--sinks", o.sinks, "StreamingLLM attention sinks (default 4)");
+  cmd.add_option("--alpha", o.alpha,
+                 "AdaKV floor: share of the uniform budget each head keeps (default 0.2)");
+  cmd.add_option("--pyramid-beta", o.pyramid_beta, "PyramidKV: the top layer keeps b / beta (default 20)");
+  cmd.add_option("--head-beta", o.head_beta, "HeadKV: each head keeps at least b - b / beta (default 1.01)");
+  cmd.add_option("--r-max", o.r_max, "DynamicKV: a layer keeps at most r_max x the mean budget (default 10)");
+  cmd.add_option(
+      "--head-profile", o.head_profile,
+      "HeadKV head-importance profile (default: <model>.heads.gguf, from `kvshrink profile-heads`)");
+  cmd.add_option(
+      "--compress-every", o.compress_every,
+      "Re-compact to the budget every N decode steps (default: 1 for h2o and streamingllm, else 0 = "
+      "after prefill only)");
+}
+
+namespace {
+
+engine::CompressionSpec make_spec(const CompressionOptions& o, const std::string& press) {
+  engine::CompressionSpec spec;
+  spec.method = press;
+  if (press == "none") return spec;
+  spec.allocator = o.allocator;
+  auto& p = spec.params;
+  p = kvstore::default_params(press);
+  if (o.window) p.window = *o.window;
+  if (o.pool_kernel) p.pool_kernel = *o.pool_kernel;
+  if (o.pool_type)
+    p.pool_type = *o.pool_type == "avg" ? kvstore::PoolType::kAverage : kvstore::PoolType::kMax;
+  if (o.sinks) p.sinks = *o.sinks;
+  if (o.alpha) p.alpha = *o.alpha;
+  if (o.pyramid_beta) p.pyramid_beta = *o.pyramid_beta;
+  if (o.head_beta) p.head_beta = *o.head_beta;
+  if (o.r_max) p.r_max = *o.r_max;
+  p.head_profile = o.head_profile;
+  spec.compress_every = o.compress_every.value_or(press == "h2o" || press == "streamingllm" ? 1 : 0);
+  return spec;
+}
+
+}  // namespace
+
+std::vector<engine::CompressionSpec> compression_specs(const CompressionOptions& o,
+                                                       comm::Communicator& comm) {
+  std::vector<engine::CompressionSpec> specs;
+  std::string error;
+  try {
+    const std::vector<std::string> presses = o.presses.empty() ? std::vector<std::string>{"none"} : o.presses;
+    for (const auto& press : presses) {
+      if (press == "none") {
+        specs.push_back(make_spec(o, press));
+        continue;
+      }
+      if (o.budgets.empty() && o.budget_tokens.empty()) {
+        throw std::invalid_argument(
+            fmt::format("--press {} needs a budget: --budget F or --budget-tokens B", press));
+      }
+      for (double fraction : o.budgets) {
+        auto spec = make_spec(o, press);
+        spec.budget_fraction = fraction;
+        engine::validate(spec);
+        specs.push_back(spec);
+      }
+      for (int64_t tokens : o.budget_tokens) {
+        auto spec = make_spec(o, press);
+        spec.budget_tokens = tokens;
+        engine::validate(spec);
+        specs.push_back(spec);
+      }
+    }
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  comm::check_all(comm, error.empty(), error);
+  return specs;
+}
+
+}  // namespace kvshrink::launch

@@ -1,0 +1,41 @@
+// Command-line options for KV compression, shared by generate, bench and eval:
+// --press NAME (eval and bench: a list), --budget F or --budget-tokens B (eval and bench: lists),
+// --allocator, the presses' own parameters and --compress-every.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/compression/compression_spec.h"
+
+namespace kvshrink::comm {
+class Communicator;
+}
+
+namespace kvshrink::launch {
+
+struct CompressionOptions {
+  std::vector<std::string> presses;
+  std::vector<double> budgets;
+  std::vector<int64_t> budget_tokens;
+  std::string allocator;
+  // Unset = the method's own default (kvstore/press_registry.h).
+  std::optional<int64_t> window, pool_kernel, sinks, compress_every;
+  std::optional<std::string> pool_type;
+  std::optional<double> alpha, pyramid_beta, head_beta, r_max;
+  std::string head_profile;
+};
+
+// several: --press and the budgets take comma-separated lists (eval, bench).
+void add_compression_options(CLI::App& cmd, CompressionOptions& options, bool several);
+
+// Every (press, budget) the options name, in order; {full KV} when no press is given.
+// Collective: a bad combination (no budget, a token budget below the window, ...) is a
+// comm::JobError on every rank.
+std::vector<engine::CompressionSpec> compression_specs(const CompressionOptions& options,
+                                                       comm::Communicator& comm);
+
+}  // namespace kvshrink::launch
