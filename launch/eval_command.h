@@ -1,11 +1,16 @@
 // `kvshrink eval`: long-context tasks on the real model under mpirun, with per-sample JSONL,
-// summary.json and a markdown table written by rank 0 to --out.
+// summary.json and a markdown table written by rank 0 to --out. Every sample is prefilled once per
+// mode; each press x budget then works on its own compressed copy of that KV store, and full KV
+// runs beside them. Re-running with the same --out skips the (sample, mode, press) records that
+// samples.jsonl already holds.
 #pragma once
 
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "launch/compression_options.h"
 
 namespace kvshrink::comm {
 class Communicator;
@@ -21,10 +26,12 @@ struct EvalOptions {
   int samples = 1;  // per (task, length, depth)
   uint64_t seed = 0;
   std::string mode = "query-aware";  // query-aware | query-agnostic | both
+  int64_t max_new_tokens = 0;        // cap on answer tokens; 0 = the task's own
   std::string longbench_dir;
   std::string out;
   int64_t context_size = 0;
   int64_t batch_size = 512;
+  CompressionOptions compression;  // presses x budgets; full KV is always run beside them
 };
 
 CLI::App* add_eval_command(CLI::App& app, EvalOptions& options);
