@@ -11,6 +11,7 @@
 
 #include "comm/collective_error.h"
 #include "comm/communicator.h"
+#include "engine/compression/compression_spec.h"
 #include "engine/model/llama_model.h"
 #include "launch/cpu_environment.h"
 #include "launch/loaded_model.h"
@@ -28,7 +29,10 @@ struct BenchCase {
 
 struct BenchResult {
   BenchCase test;
+  std::string setting;                    // "full KV", "snapkv 6%"
   std::vector<double> tokens_per_second;  // one per repetition
+  double kv_share = 1.0;                  // KV bytes held / full after the timed part (all ranks)
+  double attention_ms_per_token = 0.0;    // rank 0's attention time in the timed part
   double mean() const {
     return std::accumulate(tokens_per_second.begin(), tokens_per_second.end(), 0.0) /
            tokens_per_second.size();
@@ -52,32 +56,77 @@ std::vector<BenchCase> bench_cases(const BenchOptions& o) {
   return cases;
 }
 
-// Runs one repetition on every rank; returns tokens/s of the timed part (same on every rank).
-double run_case(engine::LlamaModel& model, const BenchCase& test, std::mt19937_64& rng,
-                comm::Communicator& comm) {
+// The depth context of a test, prefilled once and shared by the repetitions and settings: each
+// repetition times its part on a copy (compressed for a press). Two base stores: presses that need
+// accumulated attention (H2O) pay for it only in their own runs.
+class DepthContext {
+ public:
+  DepthContext(engine::LlamaModel& model, const std::vector<engine::TokenId>& tokens, int64_t window)
+      : plain_(model.make_kv_store({.query_window = window})),
+        with_mass_(model.make_kv_store({.query_window = window, .track_attention_mass = true})) {
+    if (tokens.empty()) return;
+    model.forward(tokens, plain_, engine::LogitsFor::kLastToken);
+    model.forward(tokens, with_mass_, engine::LogitsFor::kLastToken);
+  }
+  const kvstore::KvStore& base(bool mass) const { return mass ? with_mass_ : plain_; }
+
+ private:
+  kvstore::KvStore plain_;
+  kvstore::KvStore with_mass_;
+};
+
+kvstore::LocalKeepPlan keep_all(const kvstore::KvStore& kv) {
+  kvstore::LocalKeepPlan plan;
+  for (int64_t layer = 0; layer < kv.n_layers(); ++layer) {
+    for (int64_t h = 0; h < kv.owned_kv_heads(); ++h) {
+      std::vector<int32_t> all(static_cast<size_t>(kv.head(layer, h).tokens()));
+      std::iota(all.begin(), all.end(), 0);
+      plan.push_back(std::move(all));
+    }
+  }
+  return plan;
+}
+
+struct CaseRun {
+  double tokens_per_second = 0.0;
+  double kv_share = 1.0;
+  double attention_ms_per_token = 0.0;
+};
+
+// Runs one repetition on every rank; returns the timed part's tokens/s (same on every rank). With
+// a compression setting, the depth context is compressed before the timed part, and decode
+// re-compacts as the setting says.
+CaseRun run_case(engine::LlamaModel& model, const BenchCase& test, const DepthContext& depth,
+                 std::mt19937_64& rng, comm::Communicator& comm, const engine::CompressionSpec& spec,
+                 engine::KvCompressor* compressor) {
   const int64_t vocab = model.config().vocab_size;
   std::uniform_int_distribution<engine::TokenId> random_token(0, static_cast<engine::TokenId>(vocab - 1));
-  const auto random_tokens = [&](int64_t n) {
-    std::vector<engine::TokenId> ids(static_cast<size_t>(n));
-    for (auto& id : ids) id = random_token(rng);
-    return ids;
-  };
-  auto kv = model.make_kv_store();
-  kv.reserve(test.depth + test.prompt + test.generate);
-  if (test.depth > 0) model.forward(random_tokens(test.depth), kv, engine::LogitsFor::kLastToken);
-  const auto timed_tokens = random_tokens(std::max(test.prompt, test.generate));
+  std::vector<engine::TokenId> timed_tokens(static_cast<size_t>(std::max(test.prompt, test.generate)));
+  for (auto& id : timed_tokens) id = random_token(rng);
+  const bool mass = compressor && compressor->store_options().track_attention_mass;
+  const int64_t budget = compressor ? spec.budget_tokens_for(test.depth) : 0;
+  auto kv = compressor && test.depth > 0 ? compressor->compressed_copy(depth.base(mass), budget)
+                                         : depth.base(mass).compacted_copy(keep_all(depth.base(mass)));
+  kv.reserve(kv.max_head_tokens() + test.prompt + test.generate);
   comm.barrier();
+  model.reset_attention_seconds();
   const auto start = std::chrono::steady_clock::now();
   if (test.prompt > 0) {
     model.forward(timed_tokens, kv, engine::LogitsFor::kLastToken);
   } else {
     for (int64_t i = 0; i < test.generate; ++i) {
       model.forward(std::span(timed_tokens).subspan(i, 1), kv, engine::LogitsFor::kLastToken);
+      if (compressor && test.depth > 0 && spec.compress_every > 0 && (i + 1) % spec.compress_every == 0) {
+        compressor->compress(kv, budget);
+      }
     }
   }
   comm.barrier();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return static_cast<double>(test.prompt + test.generate) / seconds;
+  std::vector<float> bytes = {static_cast<float>(kv.bytes_held()), static_cast<float>(kv.full_bytes())};
+  comm.all_reduce_sum(bytes);
+  const auto timed = static_cast<double>(test.prompt + test.generate);
+  return {timed / seconds, bytes[1] > 0 ? bytes[0] / bytes[1] : 1.0, 1e3 * model.attention_seconds() / timed};
 }
 
 }  // namespace
@@ -104,6 +153,7 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
       ->capture_default_str()
       ->check(CLI::IsMember({"md", "json"}));
   cmd->add_option("--seed", o.seed, "Seed of the random token ids")->capture_default_str();
+  add_compression_options(*cmd, o.compression, /*several=*/true);
   return cmd;
 }
 
@@ -118,14 +168,38 @@ int run_bench(const BenchOptions& options, comm::Communicator& comm) {
                                 test.name, test.depth + test.prompt + test.generate, context));
   }
 
+  // Full KV first, then every press x budget; each depth context is prefilled once.
+  auto specs = compression_specs(options.compression, comm);
+  if (specs.front().enabled()) specs.insert(specs.begin(), engine::CompressionSpec{});
+  std::vector<std::unique_ptr<engine::KvCompressor>> compressors;
+  int64_t window = 0;
+  for (const auto& spec : specs) {
+    compressors.push_back(
+        spec.enabled() ? engine::make_compressor(spec, model, comm, loaded.path, loaded.identity) : nullptr);
+    if (compressors.back()) window = std::max(window, compressors.back()->store_options().query_window);
+  }
   std::mt19937_64 rng(options.seed);
   std::vector<BenchResult> results;
-  for (const auto& test : cases) {
-    BenchResult result{test, {}};
-    run_case(model, test, rng, comm);  // warm-up, not counted (as llama-bench)
-    for (int r = 0; r < options.repetitions; ++r)
-      result.tokens_per_second.push_back(run_case(model, test, rng, comm));
-    results.push_back(result);
+  for (int64_t depth_tokens : options.depths) {
+    std::uniform_int_distribution<engine::TokenId> random_token(
+        0, static_cast<engine::TokenId>(model.config().vocab_size - 1));
+    std::vector<engine::TokenId> tokens(static_cast<size_t>(depth_tokens));
+    for (auto& id : tokens) id = random_token(rng);
+    const DepthContext depth(model, tokens, window);
+    for (size_t s = 0; s < specs.size(); ++s) {
+      for (const auto& test : cases) {
+        if (test.depth != depth_tokens) continue;
+        BenchResult result{test, specs[s].label(), {}, 0.0, 0.0};
+        run_case(model, test, depth, rng, comm, specs[s], compressors[s].get());  // warm-up (as llama-bench)
+        for (int r = 0; r < options.repetitions; ++r) {
+          const auto run = run_case(model, test, depth, rng, comm, specs[s], compressors[s].get());
+          result.tokens_per_second.push_back(run.tokens_per_second);
+          result.kv_share += run.kv_share / options.repetitions;
+          result.attention_ms_per_token += run.attention_ms_per_token / options.repetitions;
+        }
+        results.push_back(result);
+      }
+    }
   }
 
   // Peak RSS of every rank, gathered to all.
@@ -144,6 +218,9 @@ int run_bench(const BenchOptions& options, comm::Communicator& comm) {
                      {"ranks", size},
                      {"threads_per_rank", compute_threads()},
                      {"test", r.test.name},
+                     {"kv", r.setting},
+                     {"kv_share", r.kv_share},
+                     {"attention_ms_per_token_rank0", r.attention_ms_per_token},
                      {"n_prompt", r.test.prompt},
                      {"n_gen", r.test.generate},
                      {"n_depth", r.test.depth},
@@ -159,11 +236,14 @@ int run_bench(const BenchOptions& options, comm::Communicator& comm) {
   }
   std::vector<std::string> rss_text;
   for (float mib : rss) rss_text.push_back(fmt::format("{:.0f}", mib));
-  fmt::print("| model | backend | ranks | threads/rank | test | t/s | peak RSS per rank (MiB) |\n");
-  fmt::print("| --- | --- | ---: | ---: | ---: | ---: | ---: |\n");
+  fmt::print(
+      "| model | backend | ranks | threads/rank | KV | test | t/s | KV held | attention ms/token (rank 0) | "
+      "peak RSS per rank (MiB) |\n");
+  fmt::print("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |\n");
   for (const auto& r : results) {
-    fmt::print("| {} | {} | {} | {} | {} | {:.2f} ± {:.2f} | {} |\n", model_name, loaded.backend->name(),
-               size, compute_threads(), r.test.name, r.mean(), r.stddev(), fmt::join(rss_text, " / "));
+    fmt::print("| {} | {} | {} | {} | {} | {} | {:.2f} ± {:.2f} | {:.1f}% | {:.3f} | {} |\n", model_name,
+               loaded.backend->name(), size, compute_threads(), r.setting, r.test.name, r.mean(), r.stddev(),
+               100 * r.kv_share, r.attention_ms_per_token, fmt::join(rss_text, " / "));
   }
   return 0;
 }

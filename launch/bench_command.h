@@ -1,12 +1,16 @@
 // `kvshrink bench`: llama-bench-like throughput tests. ppN = prefill of N tokens, tgN = N decode
 // steps one token at a time; "@ dD" = after a context of D tokens (not timed). Random token ids,
 // repeated --repetitions times; mean ± standard deviation of tokens/s, plus peak RSS per rank.
+// With --press/--budget, every test also runs with each press x budget: the depth context is
+// compressed before the timed part, and the table shows the KV held and the attention time.
 #pragma once
 
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "launch/compression_options.h"
 
 namespace kvshrink::comm {
 class Communicator;
@@ -24,6 +28,7 @@ struct BenchOptions {
   int64_t context_size = 0;
   int64_t batch_size = 512;
   uint64_t seed = 1234;
+  CompressionOptions compression;  // each press x budget is benchmarked after full KV
 };
 
 CLI::App* add_bench_command(CLI::App& app, BenchOptions& options);

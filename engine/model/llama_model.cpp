@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <stdexcept>
 
@@ -110,6 +111,7 @@ void LlamaModel::attention_block(int64_t layer, int64_t m, kvstore::KvStore& kv)
   for (int64_t i = std::max<int64_t>(0, m - recent.capacity()); i < m; ++i) {
     recent.push(q_.data() + i * hq * d, positions_[i]);
   }
+  const auto attention_start = std::chrono::steady_clock::now();
   for (int64_t h = 0; h < hkv; ++h) {
     auto& head = kv.head(layer, h);
     for (int64_t i = 0; i < m; ++i) {
@@ -117,6 +119,8 @@ void LlamaModel::attention_block(int64_t layer, int64_t m, kvstore::KvStore& kv)
     }
     attend_head(m, h, head);
   }
+  attention_seconds_ +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - attention_start).count();
   backend_.matmul(w.wo, attn_out_.data(), partial_.data(), m);
   const auto residual = std::span<float>(partial_.data(), static_cast<size_t>(m * config_.n_embd));
   comm_.all_reduce_sum(residual);

@@ -37,6 +37,11 @@ class LlamaModel {
   uint64_t weight_bytes() const { return weights_.bytes(); }
   int64_t max_batch() const { return max_batch_; }
 
+  // Wall time spent in attention over the KV store (all layers and heads of this rank) since the
+  // last reset: the part of a decode step that compression shrinks.
+  double attention_seconds() const { return attention_seconds_; }
+  void reset_attention_seconds() { attention_seconds_ = 0.0; }
+
   // An empty KV store for one sequence, holding this rank's kv heads.
   kvstore::KvStore make_kv_store(const kvstore::KvStoreOptions& options = {},
                                  std::shared_ptr<kvstore::KvMemoryPool> pool = nullptr) const;
@@ -59,6 +64,7 @@ class LlamaModel {
   comm::Communicator& comm_;
   kernels::Backend& backend_;
   int64_t max_batch_;
+  double attention_seconds_ = 0.0;
 
   // Per-chunk activations, m <= max_batch tokens (row-major, one row per token):
   std::vector<float> hidden_;       // [m x n_embd] residual stream (replicated)
