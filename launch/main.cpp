@@ -14,6 +14,7 @@
 #include "launch/cpu_environment.h"
 #include "launch/eval_command.h"
 #include "launch/generate_command.h"
+#include "launch/profile_heads_command.h"
 
 int main(int argc, char** argv) {
   using namespace kvshrink;
@@ -36,6 +37,8 @@ int main(int argc, char** argv) {
   auto* bench = launch::add_bench_command(app, bench_options);
   launch::EvalOptions eval_options;
   auto* eval = launch::add_eval_command(app, eval_options);
+  launch::ProfileHeadsOptions profile_heads_options;
+  auto* profile_heads = launch::add_profile_heads_command(app, profile_heads_options);
 
   try {
     app.parse(argc, argv);
@@ -53,6 +56,7 @@ int main(int argc, char** argv) {
     if (generate->parsed()) return launch::run_generate(generate_options, *comm);
     if (bench->parsed()) return launch::run_bench(bench_options, *comm);
     if (eval->parsed()) return launch::run_eval(eval_options, *comm);
+    if (profile_heads->parsed()) return launch::run_profile_heads(profile_heads_options, *comm);
   } catch (const comm::JobError& e) {
     if (coordinator) std::fprintf(stderr, "kvshrink: error: %s\n", e.what());
     return 1;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <numeric>
 #include <stdexcept>
 
 #include "comm/collective_error.h"
@@ -42,11 +43,11 @@ void validate(const CompressionSpec& spec) {
     if (spec.budget_tokens < 0) throw std::invalid_argument("--budget-tokens must be positive");
     const int64_t floor = spec.method == "streamingllm" ? p.sinks : (spec.method == "knorm" ? 1 : p.window);
     if (spec.budget_tokens < floor) {
-      throw std::invalid_argument(
-          fmt::format("--budget-tokens {} is below the {} {} always keeps ({}); raise the budget or lower "
-                      "--window/--sinks",
-                      spec.budget_tokens, spec.method,
-                      spec.method == "streamingllm" ? "attention sinks" : "observation window", floor));
+      throw std::invalid_argument(fmt::format(
+          "--budget-tokens {} is below the {} {} always keeps ({}); raise the budget or lower "
+          "--window/--sinks",
+          spec.budget_tokens, spec.method == "streamingllm" ? "attention sinks" : "observation window",
+          spec.method, floor));
     }
   }
   if (p.window < 1) throw std::invalid_argument("--window must be at least 1");
@@ -84,6 +85,11 @@ std::unique_ptr<KvCompressor> make_compressor(const CompressionSpec& spec, const
       const auto profile = read_head_profile(path);
       check_profile_fits(profile, model_identity, model.config(), path);
       importance = profile.importance;
+      // The allocator cannot use an all-zero profile; say so here, where every rank agrees on it.
+      if (!(std::accumulate(importance.begin(), importance.end(), 0.0) > 0.0)) {
+        throw std::runtime_error(fmt::format(
+            "head profile '{}' is all zero: make it again with `kvshrink profile-heads`", path.string()));
+      }
     } catch (const std::exception& e) {
       error = e.what();
     }

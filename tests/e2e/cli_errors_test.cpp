@@ -6,7 +6,10 @@
 #include <filesystem>
 #include <string>
 
+#include "engine/compression/head_profile_file.h"
+#include "engine/gguf/gguf_file.h"
 #include "engine/gguf/gguf_writer.h"
+#include "engine/model/llama_config.h"
 #include "support/run_process.h"
 #include "support/test_paths.h"
 
@@ -45,6 +48,24 @@ class CliErrorsTest : public ::testing::Test {
     FILE* text = std::fopen((dir_ / "not_gguf.gguf").c_str(), "w");
     std::fputs("this is not a GGUF file at all", text);
     std::fclose(text);
+    // A head profile made for another model: another identity and 2 layers x 3 kv heads.
+    engine::HeadProfile other;
+    other.model = "another model | layers 2 heads 9/3 dim 576 ffn 1536 vocab 49152";
+    other.method = "test";
+    other.probes = 1;
+    other.n_layers = 2;
+    other.n_kv_heads = 3;
+    other.importance = {1, 2, 3, 4, 5, 6};
+    engine::write_head_profile(dir_ / "other_model.heads.gguf", other);
+    // A profile that fits the test model but scores every head zero.
+    const auto file = engine::GgufFile::open(model());
+    const auto config = engine::LlamaConfig::from_gguf(file);
+    engine::HeadProfile zero = other;
+    zero.model = engine::model_identity(file, config);
+    zero.n_layers = config.n_layers;
+    zero.n_kv_heads = config.n_head_kv;
+    zero.importance.assign(static_cast<size_t>(config.n_layers * config.n_head_kv), 0.0);
+    engine::write_head_profile(dir_ / "zero.heads.gguf", zero);
   }
   static void TearDownTestSuite() { std::filesystem::remove_all(dir_); }
 
@@ -102,6 +123,45 @@ TEST_F(CliErrorsTest, PromptLongerThanContext) {
 
 TEST_F(CliErrorsTest, MoreRanksThanKvHeads) {
   expect_clean_error(4, "generate -m " + model() + " -p hi", "kv heads");
+}
+
+TEST_F(CliErrorsTest, BudgetOutOfRange) {
+  expect_clean_error(2, "generate -m " + model() + " -p hi --press snapkv --budget 0", "outside (0, 1]");
+  expect_clean_error(2, "generate -m " + model() + " -p hi --press snapkv --budget 1.5", "outside (0, 1]");
+}
+
+TEST_F(CliErrorsTest, TokenBudgetBelowWindow) {
+  expect_clean_error(2, "generate -m " + model() + " -p hi --press snapkv --budget-tokens 16",
+                     "below the observation window snapkv always keeps (32)");
+}
+
+TEST_F(CliErrorsTest, UnknownPress) {
+  expect_clean_error(2, "generate -m " + model() + " -p hi --press nosuchpress --budget 0.5", "nosuchpress");
+}
+
+TEST_F(CliErrorsTest, PressWithoutBudget) {
+  expect_clean_error(2, "generate -m " + model() + " -p hi --press snapkv", "needs a budget");
+}
+
+TEST_F(CliErrorsTest, HeadProfileOfAnotherModel) {
+  expect_clean_error(2,
+                     "generate -m " + model() + " -p hi --press headkv --budget 0.3 --head-profile " +
+                         (dir_ / "other_model.heads.gguf").string(),
+                     "was made for another model");
+}
+
+TEST_F(CliErrorsTest, AllZeroHeadProfile) {
+  expect_clean_error(2,
+                     "generate -m " + model() + " -p hi --press headkv --budget 0.3 --head-profile " +
+                         (dir_ / "zero.heads.gguf").string(),
+                     "is all zero");
+}
+
+TEST_F(CliErrorsTest, MissingHeadProfile) {
+  expect_clean_error(2,
+                     "generate -m " + model() + " -p hi --press headkv --budget 0.3 --head-profile " +
+                         (dir_ / "absent.heads.gguf").string(),
+                     "absent.heads.gguf");
 }
 
 TEST_F(CliErrorsTest, HelpListsEveryGenerateFlag) {

@@ -1,0 +1,31 @@
+// `kvshrink profile-heads`: measures HeadKV-R2's retrieval-reasoning score of every (layer, kv
+// head) on synthetic needle-in-a-haystack probes (shared/research/kv-methods.md §6) and writes the
+// head profile that the headkv allocator reads (engine/compression/head_profile_file.h).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kvshrink::comm {
+class Communicator;
+}
+
+namespace kvshrink::launch {
+
+struct ProfileHeadsOptions {
+  std::string model;
+  std::string out;  // "" = engine::default_head_profile_path(model)
+  std::vector<int64_t> context_lengths = {1024, 2048};
+  std::vector<double> depths = {10, 50, 90};
+  int samples = 2;  // per (length, depth), alternating niah_single_2 and niah_multikey_1
+  uint64_t seed = 0;
+  int64_t context_size = 0;
+  int64_t batch_size = 512;
+};
+
+CLI::App* add_profile_heads_command(CLI::App& app, ProfileHeadsOptions& options);
+int run_profile_heads(const ProfileHeadsOptions& options, comm::Communicator& comm);
+
+}  // namespace kvshrink::launch
