@@ -22,7 +22,7 @@ std::vector<int64_t> AdaKvAllocator::head_budgets(const AllocationInput& input) 
       counts[h] = count_head(scores);
       uniform[h] = uniform_free_budget(counts[h], input.budget_tokens);
       caps[h] = counts[h].candidates;
-      layer_total += uniform[h];
+      layer_total += free_budget_share(counts[h], input.budget_tokens);
       for (size_t t = 0; t < scores.size(); ++t) {
         if (scores[t] != kAlwaysKeep) entries.emplace_back(scores[t], static_cast<int32_t>(t), h);
       }

@@ -103,6 +103,10 @@ int64_t uniform_free_budget(const HeadCounts& counts, int64_t budget_tokens) {
   return std::clamp<int64_t>(budget_tokens - counts.always_kept, 0, counts.candidates);
 }
 
+int64_t free_budget_share(const HeadCounts& counts, int64_t budget_tokens) {
+  return std::max<int64_t>(0, budget_tokens - counts.always_kept);
+}
+
 int64_t head_budget(const HeadCounts& counts, int64_t free_tokens, int64_t budget_tokens) {
   if (budget_tokens < counts.always_kept) return budget_tokens;
   return counts.always_kept + std::clamp<int64_t>(free_tokens, 0, counts.candidates);

@@ -43,6 +43,10 @@ struct HeadCounts {
 HeadCounts count_head(const std::vector<float>& scores);
 // Candidates the head may keep at the uniform budget: max(0, budget - always_kept), at most all.
 int64_t uniform_free_budget(const HeadCounts& counts, int64_t budget_tokens);
+// The head's share of the global pool that non-uniform allocators redistribute: max(0, budget -
+// always_kept), not capped by its own candidates (a head that holds fewer tokens than the budget,
+// e.g. after an earlier compaction, leaves its share to the others instead of losing it).
+int64_t free_budget_share(const HeadCounts& counts, int64_t budget_tokens);
 // A head's final budget: its always-kept tokens plus `free_tokens` candidates. When the budget is
 // below the always-kept count the head keeps `budget_tokens` of them (the most recent).
 int64_t head_budget(const HeadCounts& counts, int64_t free_tokens, int64_t budget_tokens);

@@ -16,7 +16,7 @@ std::vector<int64_t> DynamicKvAllocator::head_budgets(const AllocationInput& inp
   int64_t total = 0;
   for (size_t i = 0; i < n; ++i) {
     counts[i] = count_head(input.scores[i]);
-    total += uniform_free_budget(counts[i], input.budget_tokens);
+    total += free_budget_share(counts[i], input.budget_tokens);
   }
   const double b = static_cast<double>(total) / static_cast<double>(n);
   // Candidates: each head's top C scores; the global top `total` of them count per layer.

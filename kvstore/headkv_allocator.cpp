@@ -30,7 +30,7 @@ std::vector<int64_t> HeadKvAllocator::head_budgets(const AllocationInput& input)
   for (size_t i = 0; i < n; ++i) {
     counts[i] = count_head(input.scores[i]);
     caps[i] = counts[i].candidates;
-    total += uniform_free_budget(counts[i], input.budget_tokens);
+    total += free_budget_share(counts[i], input.budget_tokens);
   }
   // b_{l,h} = s~ * pool + (b - b/beta), pool = (b/beta) L H, b the mean free budget
   const double b = static_cast<double>(total) / static_cast<double>(n);

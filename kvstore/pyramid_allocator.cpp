@@ -29,7 +29,7 @@ std::vector<int64_t> PyramidAllocator::head_budgets(const AllocationInput& input
         input.n_layers > 1 ? (max_num - min_num) / static_cast<double>(input.n_layers - 1) : 0.0;
     weights[i] = max_num - static_cast<double>(layer) * step;
     caps[i] = counts[i].candidates;
-    total += static_cast<int64_t>(b);
+    total += free_budget_share(counts[i], input.budget_tokens);
   }
   const auto free_tokens = apportion(total, weights, caps);
   std::vector<int64_t> budgets(n);

@@ -21,3 +21,12 @@ foreach(np 1 2 3)
   kvshrink_mpi_test(tensor_parallel_np${np} ${np} $<TARGET_FILE:tensor_parallel_test>)
   set_tests_properties(tensor_parallel_np${np} PROPERTIES TIMEOUT 300)
 endforeach()
+
+# KV compression on the sharded model: every method's plan, compaction and greedy tokens equal one
+# process holding the whole model (rank 0's reference over MpiCommunicator::self).
+foreach(np 1 2 3)
+  kvshrink_mpi_test(compression_plan_np${np} ${np} $<TARGET_FILE:compression_plan_test>)
+  set_tests_properties(compression_plan_np${np} PROPERTIES TIMEOUT 600)
+  # Ranks 1.. wait while rank 0 runs the reference: let them yield the core instead of spinning.
+  set_property(TEST compression_plan_np${np} APPEND PROPERTY ENVIRONMENT OMPI_MCA_mpi_yield_when_idle=1)
+endforeach()

@@ -1,0 +1,606 @@
+// KV compression under mpirun -np 1, 2, 3 (kv heads split 3 / 2+1 / 1+1+1): for every method, at
+// about 10% and 30% of a ~700-token prompt, the sharded job
+//   1. plans exactly what one process holding the whole model plans (the same kept token indices
+//      of every head; the only difference allowed is a printed tie flip, see PlanEqualsOneRank),
+//   2. compacts every rank's heads to exactly its part of the plan (tokens, positions, bytes),
+//   3. generates the same greedy tokens with the prompt compressed after prefill, and
+//   4. re-compacts during decode (every 4 steps) back to the budget, with the same tokens.
+// Rank 0 builds the one-rank reference itself over MpiCommunicator::self(), as in
+// tensor_parallel_test. One prefill per side serves every method: the stores are copied, never
+// prefilled again.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <memory>
+#include <numeric>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "comm/mpi_communicator.h"
+#include "engine/compression/compression_spec.h"
+#include "engine/compression/head_profile_file.h"
+#include "engine/generation/generator.h"
+#include "engine/gguf/gguf_file.h"
+#include "engine/tokenizer/chat_template.h"
+#include "kvstore/press_registry.h"
+#include "support/mpi_test_main.h"
+#include "support/test_model.h"
+
+namespace kvshrink {
+namespace {
+
+using engine::KeepPlan;
+using engine::KvCompressor;
+using engine::TokenId;
+
+constexpr int64_t kQueryWindow = 32;     // recent queries the stores keep: enough for every press
+constexpr int64_t kQuestionTokens = 32;  // the prompt's tail, prefilled by generate() itself
+constexpr int64_t kContextSize = 4096;
+constexpr int64_t kGreedyTokens = 16;
+constexpr int64_t kDecodeTokens = 24;
+constexpr int64_t kEvery = 4;
+constexpr double kBudgetFractions[] = {0.1, 0.3};
+const char* const kLicense = "/usr/share/common-licenses/GPL-3";
+
+// Every method of the registry (headkv with a synthetic head profile).
+const std::vector<std::string>& methods() {
+  return kvstore::method_names();
+}
+
+bool uniform_allocator(const std::string& method) {
+  return kvstore::default_allocator(method) == "uniform";
+}
+
+// The GPL-3 preamble (about 560 words), one line per paragraph.
+std::string gpl_preamble() {
+  std::ifstream in(kLicense);
+  if (!in) throw std::runtime_error(std::string("cannot read ") + kLicense);
+  std::string line, text, paragraph;
+  bool inside = false;
+  while (std::getline(in, line)) {
+    const auto first = line.find_first_not_of(' ');
+    const std::string trimmed = first == std::string::npos ? "" : line.substr(first);
+    if (trimmed == "Preamble") {
+      inside = true;
+      continue;
+    }
+    if (trimmed == "TERMS AND CONDITIONS") break;
+    if (!inside) continue;
+    if (trimmed.empty()) {
+      if (!paragraph.empty()) text += (text.empty() ? "" : "\n\n") + paragraph;
+      paragraph.clear();
+    } else {
+      paragraph += (paragraph.empty() ? "" : " ") + trimmed;
+    }
+  }
+  if (!paragraph.empty()) text += "\n\n" + paragraph;
+  if (text.size() < 2000) throw std::runtime_error(std::string("no GPL-3 preamble found in ") + kLicense);
+  return text;
+}
+
+// A copy of kv holding every token (local: no collective).
+kvstore::KvStore full_copy(const kvstore::KvStore& kv) {
+  kvstore::LocalKeepPlan all(static_cast<size_t>(kv.n_layers() * kv.owned_kv_heads()));
+  for (int64_t layer = 0; layer < kv.n_layers(); ++layer) {
+    for (int64_t h = 0; h < kv.owned_kv_heads(); ++h) {
+      auto& kept = all[static_cast<size_t>(layer * kv.owned_kv_heads() + h)];
+      kept.resize(static_cast<size_t>(kv.head(layer, h).tokens()));
+      std::iota(kept.begin(), kept.end(), 0);
+    }
+  }
+  return kv.compacted_copy(all);
+}
+
+int64_t tokens_held(const kvstore::KvStore& kv) {
+  int64_t total = 0;
+  for (int64_t layer = 0; layer < kv.n_layers(); ++layer) {
+    for (int64_t h = 0; h < kv.owned_kv_heads(); ++h) total += kv.head(layer, h).tokens();
+  }
+  return total;
+}
+
+int64_t plan_tokens(const KeepPlan& plan) {
+  int64_t total = 0;
+  for (const auto& head : plan) total += static_cast<int64_t>(head.size());
+  return total;
+}
+
+// Exact sum / max over the ranks of a non-negative value (all_reduce_max over one slot per rank).
+std::vector<int64_t> gather_values(int64_t value) {
+  auto& comm = testing::mpi_communicator();
+  std::vector<int64_t> slots(static_cast<size_t>(comm.world().size), 0);
+  slots[static_cast<size_t>(comm.world().rank)] = value;
+  comm.all_reduce_max(slots);
+  return slots;
+}
+int64_t sum_over_ranks(int64_t value) {
+  const auto all = gather_values(value);
+  return std::accumulate(all.begin(), all.end(), int64_t{0});
+}
+int64_t max_over_ranks(int64_t value) {
+  const auto all = gather_values(value);
+  return *std::max_element(all.begin(), all.end());
+}
+
+// True on every rank iff every rank holds the same plan.
+bool same_plan_on_every_rank(const KeepPlan& plan) {
+  uint64_t hash = 1469598103934665603ull;
+  auto mix = [&](uint64_t v) { hash = (hash ^ v) * 1099511628211ull; };
+  for (const auto& head : plan) {
+    mix(head.size());
+    for (int32_t t : head) mix(static_cast<uint64_t>(t));
+  }
+  const auto h = static_cast<int64_t>(hash >> 2);  // non-negative, so -h does not overflow
+  std::vector<int64_t> extremes = {h, -h};
+  testing::mpi_communicator().all_reduce_max(extremes);
+  return extremes[0] == h && -extremes[1] == h;
+}
+
+// Every head's scores on a one-rank store, as plan() hands them to the allocator (TOVA: the mean
+// over the heads of a layer).
+std::vector<std::vector<float>> one_rank_scores(const KvCompressor& compressor, const kvstore::KvStore& kv,
+                                                int64_t group) {
+  const int64_t n_heads = kv.owned_kv_heads();
+  std::vector<std::vector<float>> scores(static_cast<size_t>(kv.n_layers() * n_heads));
+  for (int64_t layer = 0; layer < kv.n_layers(); ++layer) {
+    for (int64_t h = 0; h < n_heads; ++h) {
+      auto& out = scores[static_cast<size_t>(layer * n_heads + h)];
+      out.resize(static_cast<size_t>(kv.head(layer, h).tokens()));
+      compressor.press().score(
+          {kv.head(layer, h), kv.recent_queries(layer), h * group, group, kv.next_position()}, out);
+    }
+    if (!compressor.press().shares_selection_across_heads()) continue;
+    auto& first = scores[static_cast<size_t>(layer * n_heads)];
+    for (int64_t h = 1; h < n_heads; ++h) {
+      const auto& other = scores[static_cast<size_t>(layer * n_heads + h)];
+      for (size_t t = 0; t < first.size(); ++t) first[t] += other[t];
+    }
+    for (auto& x : first) x /= static_cast<float>(n_heads);
+    for (int64_t h = 1; h < n_heads; ++h) scores[static_cast<size_t>(layer * n_heads + h)] = first;
+  }
+  return scores;
+}
+
+// Scores this close are a tie up to the rounding of the sharded forward pass (the f32 all-reduce
+// and BLAS blocking differences that tensor_parallel_test bounds at 1e-4 in the logits).
+constexpr double kTieTolerance = 1e-4;
+
+// How a sharded plan differs from the one-rank plan. A head "flips on a tie" when it keeps as many
+// tokens as the reference and every token kept by one plan only has a one-rank score within
+// kTieTolerance (relative) of the one-rank cutoff (the lowest score the reference keeps there).
+struct PlanDifference {
+  int64_t heads = 0;     // heads whose kept indices differ
+  int64_t tokens = 0;    // token indices kept by one plan only
+  int64_t not_ties = 0;  // differing heads that are not tie flips
+  std::string where;     // the first few heads, with their scores
+  bool equal() const { return heads == 0; }
+};
+
+PlanDifference compare_plans(const KeepPlan& got, const KeepPlan& expected,
+                             const std::vector<std::vector<float>>& scores, int64_t n_heads) {
+  PlanDifference diff;
+  if (got.size() != expected.size() || scores.size() != expected.size()) {
+    diff.heads = diff.not_ties = 1;
+    diff.where =
+        "plans of " + std::to_string(got.size()) + " and " + std::to_string(expected.size()) + " heads";
+    return diff;
+  }
+  std::ostringstream where;
+  where.precision(9);
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (got[i] == expected[i]) continue;
+    std::vector<int32_t> swapped;
+    std::set_symmetric_difference(got[i].begin(), got[i].end(), expected[i].begin(), expected[i].end(),
+                                  std::back_inserter(swapped));
+    const auto& s = scores[i];
+    float cutoff = std::numeric_limits<float>::infinity();
+    for (int32_t t : expected[i]) cutoff = std::min(cutoff, s[static_cast<size_t>(t)]);
+    bool tie = got[i].size() == expected[i].size() && std::isfinite(cutoff);
+    for (int32_t t : swapped) {
+      const double score = s[static_cast<size_t>(t)];
+      tie = tie &&
+            std::abs(score - cutoff) <= kTieTolerance * std::max(std::abs(score), std::abs(double{cutoff}));
+    }
+    ++diff.heads;
+    diff.tokens += static_cast<int64_t>(swapped.size());
+    if (!tie) ++diff.not_ties;
+    if (diff.heads <= 6) {
+      where << "\n    layer " << i / n_heads << " head " << i % n_heads << (tie ? " (tie)" : " (NOT a tie)")
+            << ": keeps " << got[i].size() << " vs " << expected[i].size() << "; one-rank cutoff " << cutoff
+            << "; token:score kept only by the sharded plan {";
+      for (int32_t t : swapped) {
+        if (!std::binary_search(expected[i].begin(), expected[i].end(), t)) where << ' ' << t << ':' << s[t];
+      }
+      where << " }, only by one rank {";
+      for (int32_t t : swapped) {
+        if (std::binary_search(expected[i].begin(), expected[i].end(), t)) where << ' ' << t << ':' << s[t];
+      }
+      where << " }";
+    }
+  }
+  diff.where = where.str();
+  return diff;
+}
+
+class CompressionPlanTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto& comm = testing::mpi_communicator();
+    sharded_ = testing::load_test_model(comm).release();
+    {
+      const auto file = engine::GgufFile::open(testing::model_path());
+      identity_ = new std::string(engine::model_identity(file, sharded_->model->config()));
+    }
+    const auto& config = sharded_->model->config();
+
+    // A synthetic HeadKV profile (uneven, deterministic importances) for this model, written by
+    // rank 0 into a temporary directory every rank can read.
+    std::string profile;
+    if (coordinator()) {
+      self_comm_ = new comm::MpiCommunicator(comm::MpiCommunicator::self());
+      reference_ = testing::load_test_model(*self_comm_).release();
+      const auto dir = std::filesystem::temp_directory_path() /
+                       ("kvshrink_compression_plan_" + std::to_string(::getpid()));
+      std::filesystem::create_directories(dir);
+      engine::HeadProfile p;
+      p.model = *identity_;
+      p.method = "synthetic (compression_plan_test)";
+      p.probes = 1;
+      p.n_layers = config.n_layers;
+      p.n_kv_heads = config.n_head_kv;
+      for (int64_t i = 0; i < config.n_layers * config.n_head_kv; ++i) {
+        p.importance.push_back(0.05 + static_cast<double>((i * 37 + 11) % 29) / 29.0);
+      }
+      profile = (dir / "smollm2.heads.gguf").string();
+      engine::write_head_profile(profile, p);
+    }
+    comm.broadcast_string(profile, 0);
+    profile_path_ = new std::string(profile);
+
+    // The prompt: rank 0 tokenizes, every rank gets the ids.
+    std::vector<TokenId> ids;
+    if (coordinator()) {
+      ids = sharded_->tokenizer->encode(engine::render_chatml(
+          {{"user", "Read the following text, then answer the question after it.\n\n" + gpl_preamble() +
+                        "\n\nQuestion: What does this text say about the freedom to change software and "
+                        "to share it? Explain in a few sentences."}}));
+    }
+    comm.broadcast_vector(ids, 0);
+    prompt_ = new std::vector<TokenId>(ids);
+
+    // One prefill per side: the context (all but the question tail), then the tail on a copy.
+    const kvstore::KvStoreOptions options{.query_window = kQueryWindow, .track_attention_mass = true};
+    const std::vector<TokenId> context(ids.begin(), ids.end() - kQuestionTokens);
+    const std::vector<TokenId> question(ids.end() - kQuestionTokens, ids.end());
+    context_kv_ = new kvstore::KvStore(sharded_->model->make_kv_store(options));
+    sharded_->model->forward(context, *context_kv_, engine::LogitsFor::kLastToken);
+    prompt_kv_ = new kvstore::KvStore(full_copy(*context_kv_));
+    sharded_->model->forward(question, *prompt_kv_, engine::LogitsFor::kLastToken);
+    if (coordinator()) {
+      ref_context_kv_ = new kvstore::KvStore(reference_->model->make_kv_store(options));
+      reference_->model->forward(context, *ref_context_kv_, engine::LogitsFor::kLastToken);
+      ref_prompt_kv_ = new kvstore::KvStore(full_copy(*ref_context_kv_));
+      reference_->model->forward(question, *ref_prompt_kv_, engine::LogitsFor::kLastToken);
+      std::printf("prompt: %zu tokens (GPL-3 preamble + question); budgets %lld and %lld tokens per head\n",
+                  ids.size(), static_cast<long long>(budgets()[0]), static_cast<long long>(budgets()[1]));
+    }
+  }
+
+  static void TearDownTestSuite() {
+    delete ref_prompt_kv_;
+    delete ref_context_kv_;
+    delete prompt_kv_;
+    delete context_kv_;
+    delete reference_;
+    delete self_comm_;
+    delete sharded_;
+    if (coordinator() && profile_path_) {
+      std::error_code ignored;
+      std::filesystem::remove_all(std::filesystem::path(*profile_path_).parent_path(), ignored);
+    }
+    delete profile_path_;
+    delete identity_;
+    delete prompt_;
+  }
+
+  static bool coordinator() { return testing::mpi_communicator().world().is_coordinator(); }
+  static int64_t n_prompt() { return static_cast<int64_t>(prompt_->size()); }
+  static int64_t n_layers() { return sharded_->model->config().n_layers; }
+  static int64_t n_heads() { return sharded_->model->config().n_head_kv; }
+  static uint64_t bytes_per_token() {
+    return 2 * static_cast<uint64_t>(sharded_->model->config().head_dim) * sizeof(float) + sizeof(int32_t);
+  }
+  // ~10% and ~30% of the prompt, tokens per head.
+  static std::vector<int64_t> budgets() {
+    std::vector<int64_t> out;
+    for (double f : kBudgetFractions) out.push_back(std::llround(f * static_cast<double>(n_prompt())));
+    return out;
+  }
+  static std::vector<TokenId> question() {
+    return std::vector<TokenId>(prompt_->end() - kQuestionTokens, prompt_->end());
+  }
+
+  // The method's compressor at its paper defaults, for `model` over `comm` (collective for headkv).
+  static std::unique_ptr<KvCompressor> compressor(const std::string& method, int64_t budget,
+                                                  const testing::TestModel& model, comm::Communicator& comm) {
+    engine::CompressionSpec spec;
+    spec.method = method;
+    spec.params = kvstore::default_params(method);
+    spec.params.head_profile = *profile_path_;
+    spec.budget_tokens = budget;
+    auto made = engine::make_compressor(spec, *model.model, comm, testing::model_path(), *identity_);
+    // The stores were built to serve every press.
+    const auto needs = made->store_options();
+    EXPECT_LE(needs.query_window, kQueryWindow) << method;
+    EXPECT_TRUE(!needs.track_attention_mass || context_kv_->options().track_attention_mass) << method;
+    return made;
+  }
+  static std::unique_ptr<KvCompressor> sharded_compressor(const std::string& method, int64_t budget) {
+    return compressor(method, budget, *sharded_, testing::mpi_communicator());
+  }
+  static std::unique_ptr<KvCompressor> reference_compressor(const std::string& method, int64_t budget) {
+    return compressor(method, budget, *reference_, *self_comm_);
+  }
+
+  static inline testing::TestModel* sharded_ = nullptr;
+  static inline comm::MpiCommunicator* self_comm_ = nullptr;  // rank 0 only
+  static inline testing::TestModel* reference_ = nullptr;     // rank 0 only
+  static inline std::string* identity_ = nullptr;
+  static inline std::string* profile_path_ = nullptr;
+  static inline std::vector<TokenId>* prompt_ = nullptr;
+  static inline kvstore::KvStore* context_kv_ = nullptr;      // the prompt but its question tail
+  static inline kvstore::KvStore* prompt_kv_ = nullptr;       // the whole prompt
+  static inline kvstore::KvStore* ref_context_kv_ = nullptr;  // rank 0 only
+  static inline kvstore::KvStore* ref_prompt_kv_ = nullptr;   // rank 0 only
+};
+
+TEST_F(CompressionPlanTest, PromptFitsTheTest) {
+  EXPECT_GE(n_prompt(), 600);
+  EXPECT_LE(n_prompt(), 900);
+  EXPECT_EQ(prompt_kv_->next_position(), n_prompt());
+  EXPECT_EQ(context_kv_->next_position(), n_prompt() - kQuestionTokens);
+  for (int64_t layer = 0; layer < n_layers(); ++layer) {
+    for (int64_t h = 0; h < prompt_kv_->owned_kv_heads(); ++h) {
+      const auto positions = prompt_kv_->head(layer, h).positions();
+      ASSERT_EQ(static_cast<int64_t>(positions.size()), n_prompt());
+      for (int64_t t = 0; t < n_prompt(); ++t) ASSERT_EQ(positions[t], t);
+    }
+  }
+}
+
+// 1. The sharded plan is the one-rank plan, head by head, token by token. The only difference
+// allowed is a tie flip: a head keeping as many tokens, swapping tokens whose one-rank scores equal
+// the cutoff to within rounding (e.g. KNorm at layer 0, where a token repeated in the prompt has the
+// same key norm at every position, RoPE being a rotation). Each one is printed and counted.
+TEST_F(CompressionPlanTest, PlanEqualsOneRank) {
+  const int64_t group = sharded_->model->config().group_size();
+  int64_t settings = 0, settings_with_flips = 0, flipped_heads = 0, flipped_tokens = 0;
+  for (const auto& method : methods()) {
+    for (const int64_t budget : budgets()) {
+      SCOPED_TRACE(method + " at " + std::to_string(budget) + " tokens per head");
+      auto sharded = sharded_compressor(method, budget);
+      const KeepPlan plan = sharded->plan(*prompt_kv_, budget);
+      ASSERT_EQ(static_cast<int64_t>(plan.size()), n_layers() * n_heads());
+      EXPECT_TRUE(same_plan_on_every_rank(plan));
+      for (const auto& head : plan) {
+        EXPECT_TRUE(std::is_sorted(head.begin(), head.end()));
+        EXPECT_EQ(std::adjacent_find(head.begin(), head.end()), head.end());
+        if (!head.empty()) {
+          EXPECT_TRUE(head.front() >= 0 && head.back() < n_prompt());
+        }
+      }
+      if (!coordinator()) continue;
+      auto reference = reference_compressor(method, budget);
+      const KeepPlan expected = reference->plan(*ref_prompt_kv_, budget);
+      const auto diff =
+          compare_plans(plan, expected, one_rank_scores(*reference, *ref_prompt_kv_, group), n_heads());
+      EXPECT_EQ(diff.not_ties, 0) << "the sharded plan differs from the one-rank plan in " << diff.heads
+                                  << " heads, not all on ties:" << diff.where;
+      ++settings;
+      if (!diff.equal()) {
+        ++settings_with_flips;
+        flipped_heads += diff.heads;
+        flipped_tokens += diff.tokens;
+      }
+      int64_t fewest = std::numeric_limits<int64_t>::max(), most = 0;
+      for (const auto& head : plan) {
+        fewest = std::min<int64_t>(fewest, static_cast<int64_t>(head.size()));
+        most = std::max<int64_t>(most, static_cast<int64_t>(head.size()));
+      }
+      std::printf("  %-12s %3lld tokens/head: plan %s (kept per head %lld..%lld, %lld in all)%s\n",
+                  method.c_str(), static_cast<long long>(budget),
+                  diff.equal() ? "equal" : (std::to_string(diff.heads) + " heads differ").c_str(),
+                  static_cast<long long>(fewest), static_cast<long long>(most),
+                  static_cast<long long>(plan_tokens(plan)), diff.where.c_str());
+    }
+  }
+  if (coordinator()) {
+    std::printf(
+        "plans equal to one rank in %lld of %lld settings; tie flips: %lld heads, %lld token indices\n",
+        static_cast<long long>(settings - settings_with_flips), static_cast<long long>(settings),
+        static_cast<long long>(flipped_heads), static_cast<long long>(flipped_tokens));
+  }
+}
+
+// The tie check of PlanEqualsOneRank rejects a real difference: one kept token traded for the
+// lowest-scored dropped one.
+TEST_F(CompressionPlanTest, TieCheckRejectsARealDifference) {
+  if (!coordinator()) return;
+  const int64_t budget = budgets()[0];
+  auto reference = reference_compressor("snapkv", budget);
+  const KeepPlan expected = reference->plan(*ref_prompt_kv_, budget);
+  const auto scores = one_rank_scores(*reference, *ref_prompt_kv_, sharded_->model->config().group_size());
+  EXPECT_TRUE(compare_plans(expected, expected, scores, n_heads()).equal());
+
+  const size_t i = static_cast<size_t>(5 * n_heads() + 1);
+  const auto& s = scores[i];
+  KeepPlan changed = expected;
+  auto& kept = changed[i];
+  const auto best = std::max_element(kept.begin(), kept.end(), [&](int32_t a, int32_t b) {
+    return (std::isfinite(s[a]) ? s[a] : -1.0f) < (std::isfinite(s[b]) ? s[b] : -1.0f);
+  });
+  int32_t worst_dropped = -1;
+  for (int32_t t = 0; t < static_cast<int32_t>(s.size()); ++t) {
+    if (!std::binary_search(expected[i].begin(), expected[i].end(), t) &&
+        (worst_dropped < 0 || s[t] < s[worst_dropped])) {
+      worst_dropped = t;
+    }
+  }
+  ASSERT_GE(worst_dropped, 0);
+  *best = worst_dropped;
+  std::sort(kept.begin(), kept.end());
+  const auto diff = compare_plans(changed, expected, scores, n_heads());
+  EXPECT_EQ(diff.heads, 1);
+  EXPECT_EQ(diff.tokens, 2);
+  EXPECT_EQ(diff.not_ties, 1) << diff.where;
+}
+
+// 2. compress() and compressed_copy() leave every rank's heads holding exactly its part of the plan.
+TEST_F(CompressionPlanTest, CompressKeepsExactlyThePlannedTokens) {
+  const int64_t owned = prompt_kv_->owned_kv_heads();
+  const int64_t first_head = sharded_->model->shard().kv_heads.begin;
+  for (const auto& method : methods()) {
+    for (const int64_t budget : budgets()) {
+      SCOPED_TRACE(method + " at " + std::to_string(budget) + " tokens per head");
+      auto c = sharded_compressor(method, budget);
+      const KeepPlan plan = c->plan(*prompt_kv_, budget);
+      ASSERT_FALSE(plan.empty());
+      const auto local = c->local_part(plan);
+      ASSERT_EQ(static_cast<int64_t>(local.size()), n_layers() * owned);
+
+      auto compressed = full_copy(*prompt_kv_);
+      ASSERT_TRUE(c->compress(compressed, budget));
+      const auto copy = c->compressed_copy(*prompt_kv_, budget);
+      for (int64_t layer = 0; layer < n_layers(); ++layer) {
+        for (int64_t h = 0; h < owned; ++h) {
+          // Prefill positions are 0..n-1, so the kept positions are the kept indices.
+          const auto& planned = plan[layer * n_heads() + first_head + h];
+          EXPECT_EQ(local[layer * owned + h], planned);
+          EXPECT_EQ(compressed.head(layer, h).positions(), planned) << "layer " << layer << " head " << h;
+          EXPECT_EQ(copy.head(layer, h).positions(), planned) << "layer " << layer << " head " << h;
+          EXPECT_EQ(prompt_kv_->head(layer, h).tokens(), n_prompt());  // the source is unchanged
+        }
+      }
+
+      const int64_t total = sum_over_ranks(tokens_held(compressed));
+      const int64_t planned = plan_tokens(plan);
+      EXPECT_EQ(total, planned);
+      EXPECT_EQ(sum_over_ranks(tokens_held(copy)), planned);
+      EXPECT_LE(planned, n_layers() * n_heads() * budget);
+      if (uniform_allocator(method)) {
+        EXPECT_EQ(planned, n_layers() * n_heads() * budget);
+      }
+      const auto bytes = static_cast<uint64_t>(sum_over_ranks(static_cast<int64_t>(compressed.bytes_held())));
+      EXPECT_EQ(bytes, static_cast<uint64_t>(total) * bytes_per_token());
+      EXPECT_EQ(static_cast<uint64_t>(sum_over_ranks(static_cast<int64_t>(copy.bytes_held()))), bytes);
+      EXPECT_EQ(static_cast<uint64_t>(sum_over_ranks(static_cast<int64_t>(compressed.full_bytes()))),
+                static_cast<uint64_t>(n_layers() * n_heads() * n_prompt()) * bytes_per_token());
+      if (coordinator()) {
+        std::printf("  %-12s %3lld tokens/head: %lld tokens held over all ranks (cap %lld), %.2f MiB\n",
+                    method.c_str(), static_cast<long long>(budget), static_cast<long long>(total),
+                    static_cast<long long>(n_layers() * n_heads() * budget),
+                    static_cast<double>(bytes) / 1048576.0);
+      }
+    }
+  }
+}
+
+// 3. Greedy tokens with the prompt compressed after prefill equal the one-rank ones.
+TEST_F(CompressionPlanTest, GreedyGenerationEqualsOneRank) {
+  auto& comm = testing::mpi_communicator();
+  engine::Generator generator(*sharded_->model, *sharded_->tokenizer, comm, kContextSize);
+  std::unique_ptr<engine::Generator> reference;
+  if (coordinator()) {
+    reference = std::make_unique<engine::Generator>(*reference_->model, *reference_->tokenizer, *self_comm_,
+                                                    kContextSize);
+  }
+  std::vector<TokenId> full_kv;  // the uncompressed answer, for the printout
+  {
+    auto kv = full_copy(*context_kv_);
+    full_kv = generator.generate(kv, question(), kGreedyTokens, {}, nullptr).tokens;
+  }
+  for (const auto& method : methods()) {
+    // The first budget as tokens, the second as a fraction that generate() resolves itself.
+    for (size_t k = 0; k < budgets().size(); ++k) {
+      const int64_t budget = budgets()[k];
+      const int64_t as_tokens = k == 0 ? budget : 0;
+      const double as_fraction = k == 0 ? 0.0 : kBudgetFractions[k];
+      SCOPED_TRACE(method + " at " + std::to_string(budget) + " tokens per head");
+      auto c = sharded_compressor(method, budget);
+      auto kv = full_copy(*context_kv_);
+      const auto result = generator.generate(kv, question(), kGreedyTokens, {}, nullptr,
+                                             engine::KvCompression{c.get(), as_tokens, as_fraction, 0});
+      EXPECT_EQ(result.prompt_tokens, kQuestionTokens);
+      // Compressed once, after prefill: the plan's tokens plus the generated ones (fed back).
+      EXPECT_LE(sum_over_ranks(tokens_held(kv)),
+                n_layers() * n_heads() * (budget + static_cast<int64_t>(result.tokens.size()) - 1));
+      if (!coordinator()) continue;
+      auto rc = reference_compressor(method, budget);
+      auto ref_kv = full_copy(*ref_context_kv_);
+      const auto expected = reference->generate(ref_kv, question(), kGreedyTokens, {}, nullptr,
+                                                engine::KvCompression{rc.get(), as_tokens, as_fraction, 0});
+      EXPECT_EQ(result.tokens, expected.tokens);
+      EXPECT_FALSE(result.tokens.empty());
+      std::printf("  %-12s %3lld tokens/head (%s): %zu tokens %s one rank, %s full KV\n", method.c_str(),
+                  static_cast<long long>(budget), k == 0 ? "budget_tokens" : "budget_fraction",
+                  result.tokens.size(), result.tokens == expected.tokens ? "equal to" : "DIFFER from",
+                  result.tokens == full_kv ? "same as" : "differ from");
+    }
+  }
+}
+
+// 4. With every = 4 the store goes back to the budget during decode, on every rank.
+TEST_F(CompressionPlanTest, DecodeTimeCompressionKeepsTheBudget) {
+  auto& comm = testing::mpi_communicator();
+  const int64_t budget = budgets()[0];
+  engine::Generator generator(*sharded_->model, *sharded_->tokenizer, comm, kContextSize);
+  std::unique_ptr<engine::Generator> reference;
+  if (coordinator()) {
+    reference = std::make_unique<engine::Generator>(*reference_->model, *reference_->tokenizer, *self_comm_,
+                                                    kContextSize);
+  }
+  for (const auto& method : methods()) {
+    SCOPED_TRACE(method + " at " + std::to_string(budget) + " tokens per head, every " +
+                 std::to_string(kEvery) + " steps");
+    auto c = sharded_compressor(method, budget);
+    auto kv = full_copy(*context_kv_);
+    const engine::KvCompression compression{c.get(), budget, 0.0, kEvery};
+    const auto result = generator.generate(kv, question(), kDecodeTokens, {}, nullptr, compression);
+    ASSERT_EQ(static_cast<int64_t>(result.tokens.size()), kDecodeTokens)
+        << engine::stop_reason_name(result.stop_reason);
+    EXPECT_EQ(kv.next_position(), n_prompt() + kDecodeTokens - 1);  // the last token is not fed back
+    const int64_t most = max_over_ranks(kv.max_head_tokens());
+    const int64_t total = sum_over_ranks(tokens_held(kv));
+    EXPECT_LT(most, n_prompt());  // re-compacted, far below the positions seen
+    EXPECT_LE(total, n_layers() * n_heads() * (budget + kEvery));
+    // Uniform allocators give every head the same budget; the others move tokens between heads.
+    if (uniform_allocator(method)) {
+      EXPECT_LE(most, budget + kEvery);
+    }
+    EXPECT_EQ(static_cast<uint64_t>(sum_over_ranks(static_cast<int64_t>(kv.bytes_held()))),
+              static_cast<uint64_t>(total) * bytes_per_token());
+    if (!coordinator()) continue;
+    auto rc = reference_compressor(method, budget);
+    auto ref_kv = full_copy(*ref_context_kv_);
+    const auto expected = reference->generate(ref_kv, question(), kDecodeTokens, {}, nullptr,
+                                              engine::KvCompression{rc.get(), budget, 0.0, kEvery});
+    EXPECT_EQ(result.tokens, expected.tokens);
+    std::printf("  %-12s %3lld tokens/head, every %lld: most in a head %lld, mean %.1f; tokens %s one rank\n",
+                method.c_str(), static_cast<long long>(budget), static_cast<long long>(kEvery),
+                static_cast<long long>(most),
+                static_cast<double>(total) / static_cast<double>(n_layers() * n_heads()),
+                result.tokens == expected.tokens ? "equal to" : "DIFFER from");
+  }
+}
+
+}  // namespace
+}  // namespace kvshrink
