@@ -54,11 +54,19 @@ def niah_heatmaps(records, out):
         plt.close(fig)
 
 
+def kv_share(r):
+    """KV bytes held right after compression over full KV (older records: at the end)."""
+    held = r.get("kv_bytes_held_compressed", r["kv_bytes_held"])
+    full = r.get("kv_bytes_full_compressed", r["kv_bytes_full"])
+    return held / full if full else 1.0
+
+
 def score_vs_kv(records, out):
+    """One plot per task and one averaged over all tasks: a curve per press across its budgets."""
     points = collections.defaultdict(lambda: collections.defaultdict(list))  # task -> press -> [(share, score)]
     for r in records:
-        share = r["kv_bytes_held"] / r["kv_bytes_full"] if r["kv_bytes_full"] else 1.0
-        points[r["task"]][r.get("press", "none")].append((share, r["score"]))
+        for task in (r["task"], "all tasks"):
+            points[task][r.get("press", "none")].append((kv_share(r), r["score"]))
     for task, presses in points.items():
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for press, values in sorted(presses.items()):

@@ -69,6 +69,45 @@ TEST_F(EvalCommandTest, SyntheticTasksInBothModesWriteRecordsSummaryAndTable) {
   EXPECT_NE(table.find("| passkey | query-agnostic | 512 |"), std::string::npos) << table;
 }
 
+// Two presses x two budgets share each sample's prefill; full KV runs beside them. The KV held
+// right after compression follows the budget; a second run with the same --out skips every
+// finished record, and one more press only adds its own records.
+TEST_F(EvalCommandTest, PressesAndBudgetsBesideFullKvAndResume) {
+  const std::string args =
+      "--task passkey --context-lengths 512 --depths 50 --mode both --max-new-tokens 12 --budget 0.5,0.25 ";
+  auto result = eval(args + "--press snapkv,knorm");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("[2/2]"), std::string::npos) << result.output;  // progress
+  auto records = read_jsonl(out_ / "samples.jsonl");
+  ASSERT_EQ(records.size(), 10u);  // 2 modes x (2 presses x 2 budgets + full KV)
+  for (const auto& r : records) {
+    const double share =
+        r["kv_bytes_held_compressed"].get<double>() / r["kv_bytes_full_compressed"].get<double>();
+    const double budget = r["budget_fraction"].get<double>();
+    if (r["press"] == "none") {
+      EXPECT_DOUBLE_EQ(share, 1.0);
+    } else {
+      EXPECT_NEAR(share, budget, 0.01) << r.dump();
+      EXPECT_LT(r["kv_bytes_held"].get<double>(), r["kv_bytes_full"].get<double>()) << r.dump();
+    }
+  }
+  std::ifstream table_file(out_ / "results.md");
+  const std::string table((std::istreambuf_iterator<char>(table_file)), std::istreambuf_iterator<char>());
+  EXPECT_NE(table.find("snapkv 25%"), std::string::npos) << table;
+  EXPECT_NE(table.find("% of full"), std::string::npos) << table;
+
+  result = eval(args + "--press snapkv,knorm");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("10 records already"), std::string::npos) << result.output;
+  EXPECT_EQ(read_jsonl(out_ / "samples.jsonl").size(), 10u);
+
+  result = eval(args + "--press snapkv,knorm,tova");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  records = read_jsonl(out_ / "samples.jsonl");
+  ASSERT_EQ(records.size(), 14u);
+  EXPECT_EQ(records.back()["press"], "tova");
+}
+
 TEST_F(EvalCommandTest, UnknownTaskIsOneClearError) {
   const auto result = eval("--task no_such_task --context-lengths 512");
   EXPECT_NE(result.exit_code, 0);
