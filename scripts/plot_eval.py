@@ -4,8 +4,9 @@ python3-matplotlib (run with /usr/bin/python3):
 
 - niah_heatmap_<task>_<mode>.png: score by needle depth (rows) and context length (columns), for
   every needle task and mode, as RULER/NIAH heatmaps;
-- score_vs_kv_<task>.png: mean score against the share of full-KV bytes held, one curve per press
-  (full KV is the point at 100 %).
+- score_vs_kv_<task>.png and score_vs_kv_all_tasks.png: mean score against the share of full-KV
+  bytes held after compression, one curve per press across its budgets (full KV at 100 %);
+- score_vs_length_full_kv.png: full-KV score against context length, one line per task.
 
 Usage: /usr/bin/python3 scripts/plot_eval.py OUT_DIR [OUT_DIR ...]   (PNGs go to the first folder)
 """
@@ -15,6 +16,7 @@ import pathlib
 import sys
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -65,9 +67,11 @@ def score_vs_kv(records, out):
     """One plot per task and one averaged over all tasks: a curve per press across its budgets."""
     points = collections.defaultdict(lambda: collections.defaultdict(list))  # task -> press -> [(share, score)]
     for r in records:
-        for task in (r["task"], "all tasks"):
+        for task in (r["task"], "all_tasks"):
             points[task][r.get("press", "none")].append((kv_share(r), r["score"]))
     for task, presses in points.items():
+        if list(presses) == ["none"]:
+            continue  # full KV only: nothing to compare
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for press, values in sorted(presses.items()):
             by_share = collections.defaultdict(list)
@@ -87,6 +91,30 @@ def score_vs_kv(records, out):
         plt.close(fig)
 
 
+def score_vs_length(records, out):
+    """Full-KV score against context length, one line per task (the baseline before compression)."""
+    by_task = collections.defaultdict(lambda: collections.defaultdict(list))  # task -> length -> scores
+    for r in records:
+        if r.get("press", "none") == "none":
+            by_task[r["task"]][r["context_length"]].append(r["score"])
+    if not by_task:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for task, lengths in sorted(by_task.items()):
+        xs = sorted(lengths)
+        ax.plot(xs, [100 * sum(lengths[x]) / len(lengths[x]) for x in xs], marker="o", label=task)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted({x for lengths in by_task.values() for x in lengths}))
+    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("score, full KV")
+    ax.set_ylim(-2, 102)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / "score_vs_length_full_kv.png", dpi=120)
+    plt.close(fig)
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
@@ -94,6 +122,7 @@ def main():
     records = read_records(sys.argv[1:])
     niah_heatmaps(records, out)
     score_vs_kv(records, out)
+    score_vs_length(records, out)
     print(f"plots written to {out}")
 
 
