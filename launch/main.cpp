@@ -11,6 +11,7 @@
 #include "comm/collective_error.h"
 #include "comm/communicator.h"
 #include "launch/bench_command.h"
+#include "launch/calibrate_command.h"
 #include "launch/cpu_environment.h"
 #include "launch/eval_command.h"
 #include "launch/generate_command.h"
@@ -39,6 +40,8 @@ int main(int argc, char** argv) {
   auto* eval = launch::add_eval_command(app, eval_options);
   launch::ProfileHeadsOptions profile_heads_options;
   auto* profile_heads = launch::add_profile_heads_command(app, profile_heads_options);
+  launch::CalibrateOptions calibrate_options;
+  auto* calibrate = launch::add_calibrate_command(app, calibrate_options);
 
   try {
     app.parse(argc, argv);
@@ -57,6 +60,7 @@ int main(int argc, char** argv) {
     if (bench->parsed()) return launch::run_bench(bench_options, *comm);
     if (eval->parsed()) return launch::run_eval(eval_options, *comm);
     if (profile_heads->parsed()) return launch::run_profile_heads(profile_heads_options, *comm);
+    if (calibrate->parsed()) return launch::run_calibrate(calibrate_options, *comm);
   } catch (const comm::JobError& e) {
     if (coordinator) std::fprintf(stderr, "kvshrink: error: %s\n", e.what());
     return 1;
