@@ -4,8 +4,9 @@ python3-matplotlib (run with /usr/bin/python3):
 
 - niah_heatmap_<task>_<mode>.png: score by needle depth (rows) and context length (columns), for
   every needle task and mode, as RULER/NIAH heatmaps;
-- score_vs_kv_<task>.png and score_vs_kv_all_tasks.png: mean score against the share of full-KV
-  bytes held after compression, one curve per press across its budgets (full KV at 100 %);
+- score_vs_kv_<task>_<mode>.png and score_vs_kv_all_tasks_<mode>_<length>.png: mean score against
+  the share of full-KV bytes held after compression, one curve per press across its budgets (full
+  KV at 100 %);
 - score_vs_length_full_kv.png: full-KV score against context length, one line per task.
 
 Usage: /usr/bin/python3 scripts/plot_eval.py OUT_DIR [OUT_DIR ...]   (PNGs go to the first folder)
@@ -65,9 +66,10 @@ def kv_share(r):
 
 def score_vs_kv(records, out):
     """One plot per task and one averaged over all tasks: a curve per press across its budgets."""
-    points = collections.defaultdict(lambda: collections.defaultdict(list))  # task -> press -> [(share, score)]
+    # plot name -> press -> [(share, score)]: per task and mode, and over all tasks per mode and length
+    points = collections.defaultdict(lambda: collections.defaultdict(list))
     for r in records:
-        for task in (r["task"], "all_tasks"):
+        for task in (f"{r['task']}_{r['mode']}", f"all_tasks_{r['mode']}_{r['context_length']}"):
             points[task][r.get("press", "none")].append((kv_share(r), r["score"]))
     for task, presses in points.items():
         if list(presses) == ["none"]:
