@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <numeric>
 #include <stdexcept>
 
 namespace kvshrink::kvstore {
@@ -87,6 +88,15 @@ KvStore KvStore::compacted_copy(const LocalKeepPlan& plan) const {
   copy.next_position_ = next_position_;
   copy.account();
   return copy;
+}
+
+KvStore KvStore::copy() const {
+  LocalKeepPlan all(heads_.size());
+  for (size_t i = 0; i < heads_.size(); ++i) {
+    all[i].resize(static_cast<size_t>(heads_[i].tokens()));
+    std::iota(all[i].begin(), all[i].end(), 0);
+  }
+  return compacted_copy(all);
 }
 
 void KvStore::account() {

@@ -17,6 +17,12 @@ struct KvStoreOptions {
   bool track_attention_mass = false;  // accumulate each token's received attention (H2O)
 };
 
+// Options that serve stores needing a and stores needing b (the larger window, mass if either).
+inline KvStoreOptions covering(const KvStoreOptions& a, const KvStoreOptions& b) {
+  return {.query_window = a.query_window > b.query_window ? a.query_window : b.query_window,
+          .track_attention_mass = a.track_attention_mass || b.track_attention_mass};
+}
+
 // Token indices kept per (layer, local head): kept[layer * owned_kv_heads + head], ascending.
 using LocalKeepPlan = std::vector<std::vector<int32_t>>;
 
@@ -58,6 +64,8 @@ class KvStore {
   // A new store for the same sequence holding only the planned tokens (this one is unchanged);
   // recent queries come along, so the copy can be compressed again later.
   KvStore compacted_copy(const LocalKeepPlan& plan) const;
+  // A copy holding every token (the same layout as compacted_copy).
+  KvStore copy() const;
 
   // Brings the pool's charge for this store up to date with bytes_held() (after appends and
   // compaction). Throws when the pool's capacity is exceeded.

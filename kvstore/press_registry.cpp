@@ -44,6 +44,15 @@ void check_method(std::string_view method) {
 }
 }  // namespace
 
+void check_names(std::string_view method, std::string_view allocator) {
+  check_method(method);
+  const auto& names = allocator_names();
+  if (!allocator.empty() && std::find(names.begin(), names.end(), allocator) == names.end()) {
+    throw std::invalid_argument(
+        fmt::format("unknown allocator '{}' (known: {})", allocator, fmt::join(names, ", ")));
+  }
+}
+
 PressParams default_params(std::string_view method) {
   check_method(method);
   PressParams params;
@@ -63,7 +72,7 @@ std::string default_allocator(std::string_view method) {
 
 CompressionMethod make_method(std::string_view method, const PressParams& params, std::string_view allocator,
                               std::vector<double> head_importance) {
-  check_method(method);
+  check_names(method, allocator);
   CompressionMethod out;
   if (method == "h2o") {
     out.press = std::make_unique<H2oPress>(params);
@@ -85,11 +94,8 @@ CompressionMethod make_method(std::string_view method, const PressParams& params
     out.allocator = std::make_unique<AdaKvAllocator>(params.alpha);
   } else if (name == "headkv") {
     out.allocator = std::make_unique<HeadKvAllocator>(std::move(head_importance), params.head_beta);
-  } else if (name == "dynamickv") {
-    out.allocator = std::make_unique<DynamicKvAllocator>(params.r_max);
   } else {
-    throw std::invalid_argument(
-        fmt::format("unknown allocator '{}' (known: {})", name, fmt::join(allocator_names(), ", ")));
+    out.allocator = std::make_unique<DynamicKvAllocator>(params.r_max);
   }
   return out;
 }

@@ -30,6 +30,9 @@ struct CompressionMethod {
 const std::vector<std::string>& method_names();
 const std::vector<std::string>& allocator_names();
 bool is_method(std::string_view name);
+// Throws std::invalid_argument naming the known ones for an unknown method or allocator
+// (allocator "" = the method's own).
+void check_names(std::string_view method, std::string_view allocator);
 // The method's own defaults (throws std::invalid_argument for an unknown name).
 PressParams default_params(std::string_view method);
 // The method's default allocator name ("uniform", "pyramid", ...).

@@ -8,6 +8,13 @@
 
 namespace kvshrink::kvstore {
 
+std::vector<kernels::cpu::KeyBlock> key_blocks(const HeadCache& head) {
+  std::vector<kernels::cpu::KeyBlock> blocks;
+  for (const auto& segment : head.segments())
+    blocks.push_back({segment.keys(), segment.positions(), segment.tokens()});
+  return blocks;
+}
+
 void mean_window_attention(const HeadScoringInput& input, int64_t window, std::span<float> scores) {
   const int64_t d = input.head.head_dim();
   const int64_t rows = std::min(window, input.recent.size());
@@ -16,10 +23,7 @@ void mean_window_attention(const HeadScoringInput& input, int64_t window, std::s
   std::vector<float> queries;
   std::vector<int32_t> positions;
   input.recent.last(rows, queries, positions);
-  std::vector<kernels::cpu::KeyBlock> blocks;
-  for (const auto& segment : input.head.segments()) {
-    blocks.push_back({segment.keys(), segment.positions(), segment.tokens()});
-  }
+  const auto blocks = key_blocks(input.head);
   kernels::cpu::window_attention_mean(queries.data() + input.first_q_head * d, input.recent.row_floats(),
                                       positions.data(), rows, input.group, d,
                                       1.0f / std::sqrt(static_cast<float>(d)), blocks, scores.data());

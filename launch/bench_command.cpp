@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <optional>
 #include <random>
 
 #include "comm/collective_error.h"
@@ -57,35 +58,24 @@ std::vector<BenchCase> bench_cases(const BenchOptions& o) {
 }
 
 // The depth context of a test, prefilled once and shared by the repetitions and settings: each
-// repetition times its part on a copy (compressed for a press). Two base stores: presses that need
-// accumulated attention (H2O) pay for it only in their own runs.
+// repetition times its part on a copy (compressed for a press). A second base store that tracks
+// accumulated attention is prefilled only when a press needs it (H2O), so the others do not pay.
 class DepthContext {
  public:
-  DepthContext(engine::LlamaModel& model, const std::vector<engine::TokenId>& tokens, int64_t window)
-      : plain_(model.make_kv_store({.query_window = window})),
-        with_mass_(model.make_kv_store({.query_window = window, .track_attention_mass = true})) {
+  DepthContext(engine::LlamaModel& model, const std::vector<engine::TokenId>& tokens,
+               const kvstore::KvStoreOptions& needs)
+      : plain_(model.make_kv_store({.query_window = needs.query_window})) {
+    if (needs.track_attention_mass) with_mass_.emplace(model.make_kv_store(needs));
     if (tokens.empty()) return;
     model.forward(tokens, plain_, engine::LogitsFor::kLastToken);
-    model.forward(tokens, with_mass_, engine::LogitsFor::kLastToken);
+    if (with_mass_) model.forward(tokens, *with_mass_, engine::LogitsFor::kLastToken);
   }
-  const kvstore::KvStore& base(bool mass) const { return mass ? with_mass_ : plain_; }
+  const kvstore::KvStore& base(bool mass) const { return mass ? with_mass_.value() : plain_; }
 
  private:
   kvstore::KvStore plain_;
-  kvstore::KvStore with_mass_;
+  std::optional<kvstore::KvStore> with_mass_;
 };
-
-kvstore::LocalKeepPlan keep_all(const kvstore::KvStore& kv) {
-  kvstore::LocalKeepPlan plan;
-  for (int64_t layer = 0; layer < kv.n_layers(); ++layer) {
-    for (int64_t h = 0; h < kv.owned_kv_heads(); ++h) {
-      std::vector<int32_t> all(static_cast<size_t>(kv.head(layer, h).tokens()));
-      std::iota(all.begin(), all.end(), 0);
-      plan.push_back(std::move(all));
-    }
-  }
-  return plan;
-}
 
 struct CaseRun {
   double tokens_per_second = 0.0;
@@ -106,7 +96,7 @@ CaseRun run_case(engine::LlamaModel& model, const BenchCase& test, const DepthCo
   const bool mass = compressor && compressor->store_options().track_attention_mass;
   const int64_t budget = compressor ? spec.budget_tokens_for(test.depth) : 0;
   auto kv = compressor && test.depth > 0 ? compressor->compressed_copy(depth.base(mass), budget)
-                                         : depth.base(mass).compacted_copy(keep_all(depth.base(mass)));
+                                         : depth.base(mass).copy();
   kv.reserve(kv.max_head_tokens() + test.prompt + test.generate);
   comm.barrier();
   model.reset_attention_seconds();
@@ -172,11 +162,11 @@ int run_bench(const BenchOptions& options, comm::Communicator& comm) {
   auto specs = compression_specs(options.compression, comm);
   if (specs.front().enabled()) specs.insert(specs.begin(), engine::CompressionSpec{});
   std::vector<std::unique_ptr<engine::KvCompressor>> compressors;
-  int64_t window = 0;
+  kvstore::KvStoreOptions needs;  // what the presses of this run need from the depth context
   for (const auto& spec : specs) {
     compressors.push_back(
         spec.enabled() ? engine::make_compressor(spec, model, comm, loaded.path, loaded.identity) : nullptr);
-    if (compressors.back()) window = std::max(window, compressors.back()->store_options().query_window);
+    if (compressors.back()) needs = kvstore::covering(needs, compressors.back()->store_options());
   }
   std::mt19937_64 rng(options.seed);
   std::vector<BenchResult> results;
@@ -185,7 +175,7 @@ int run_bench(const BenchOptions& options, comm::Communicator& comm) {
         0, static_cast<engine::TokenId>(model.config().vocab_size - 1));
     std::vector<engine::TokenId> tokens(static_cast<size_t>(depth_tokens));
     for (auto& id : tokens) id = random_token(rng);
-    const DepthContext depth(model, tokens, window);
+    const DepthContext depth(model, tokens, needs);
     for (size_t s = 0; s < specs.size(); ++s) {
       for (const auto& test : cases) {
         if (test.depth != depth_tokens) continue;

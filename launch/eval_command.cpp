@@ -256,9 +256,7 @@ int run_eval(const EvalOptions& options, comm::Communicator& comm) {
     if (!spec.enabled()) continue;
     EvalSetting setting{spec, engine::make_compressor(spec, model, comm, loaded.path, loaded.identity),
                         spec.label()};
-    const auto needs = setting.compressor->store_options();
-    store_options.query_window = std::max(store_options.query_window, needs.query_window);
-    store_options.track_attention_mass = store_options.track_attention_mass || needs.track_attention_mass;
+    store_options = kvstore::covering(store_options, setting.compressor->store_options());
     settings.push_back(std::move(setting));
   }
   settings.push_back({engine::CompressionSpec{}, nullptr, "full KV"});

@@ -16,6 +16,7 @@
 #include "engine/tokenizer/chat_template.h"
 #include "eval/synthetic_tasks.h"
 #include "kernels/cpu/window_attention.h"
+#include "kvstore/window_scores.h"
 #include "launch/loaded_model.h"
 #include "launch/model_options.h"
 
@@ -136,10 +137,7 @@ void add_step_scores(const kvstore::KvStore& kv, int64_t group, std::array<int64
     recent.last(1, query, q_position);
     for (int64_t h = 0; h < kv.owned_kv_heads(); ++h) {
       const auto& head = kv.head(layer, h);
-      std::vector<kernels::cpu::KeyBlock> blocks;
-      for (const auto& segment : head.segments()) {
-        blocks.push_back({segment.keys(), segment.positions(), segment.tokens()});
-      }
+      const auto blocks = kvstore::key_blocks(head);
       const std::vector<int32_t> positions = head.positions();
       const int64_t n = head.tokens();
       const int64_t k = std::min(k_needle, n);

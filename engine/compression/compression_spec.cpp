@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <stdexcept>
@@ -26,8 +27,7 @@ std::string CompressionSpec::label() const {
 
 void validate(const CompressionSpec& spec) {
   if (!spec.enabled()) return;
-  const auto defaults = kvstore::make_method(spec.method, spec.params, spec.allocator, {1.0});  // names
-  (void)defaults;
+  kvstore::check_names(spec.method, spec.allocator);
   const bool has_fraction = spec.budget_fraction != 0.0;
   const bool has_tokens = spec.budget_tokens != 0;
   if (has_fraction == has_tokens) {

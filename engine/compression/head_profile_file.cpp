@@ -22,11 +22,15 @@ std::string model_identity(const GgufFile& file, const LlamaConfig& config) {
                      config.n_head_kv, config.n_embd, config.n_ff, config.vocab_size);
 }
 
-std::filesystem::path default_head_profile_path(const std::filesystem::path& model) {
+std::filesystem::path side_file_path(const std::filesystem::path& model, const std::string& suffix) {
   auto path = model;
   if (path.extension() == ".gguf") path.replace_extension();
-  path += ".heads.gguf";
+  path += suffix;
   return path;
+}
+
+std::filesystem::path default_head_profile_path(const std::filesystem::path& model) {
+  return side_file_path(model, ".heads.gguf");
 }
 
 void write_head_profile(const std::filesystem::path& path, const HeadProfile& profile) {

@@ -28,6 +28,8 @@ struct HeadProfile {
 
 // A string that names a model's shape and name: a profile only fits the model that made it.
 std::string model_identity(const GgufFile& file, const LlamaConfig& config);
+// `<model without .gguf><suffix>`: where side files of a model go (suffix e.g. ".heads.gguf").
+std::filesystem::path side_file_path(const std::filesystem::path& model, const std::string& suffix);
 // `<model without .gguf>.heads.gguf`
 std::filesystem::path default_head_profile_path(const std::filesystem::path& model);
 

@@ -8,6 +8,7 @@
 #include <limits>
 #include <stdexcept>
 
+#include "engine/compression/head_profile_file.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/gguf/gguf_writer.h"
 
@@ -99,10 +100,7 @@ std::span<const float> KvBasis::value_energies(int64_t layer, int64_t head) cons
 }
 
 std::filesystem::path default_kv_basis_path(const std::filesystem::path& model) {
-  auto path = model;
-  if (path.extension() == ".gguf") path.replace_extension();
-  path += ".kvbasis.gguf";
-  return path;
+  return side_file_path(model, ".kvbasis.gguf");
 }
 
 void write_kv_basis(const std::filesystem::path& path, const KvBasis& basis) {

@@ -132,19 +132,8 @@ bool KvCompressor::compress(kvstore::KvStore& kv, int64_t budget_tokens) {
 }
 
 kvstore::KvStore KvCompressor::compressed_copy(const kvstore::KvStore& kv, int64_t budget_tokens) {
-  auto full = plan(kv, budget_tokens);
-  if (full.empty()) {  // keep everything
-    full.resize(static_cast<size_t>(model_.config().n_layers * model_.config().n_head_kv));
-    const auto& shard = model_.shard();
-    for (int64_t layer = 0; layer < model_.config().n_layers; ++layer) {
-      for (int64_t h = 0; h < shard.kv_heads.size(); ++h) {
-        auto& kept = full[layer * model_.config().n_head_kv + shard.kv_heads.begin + h];
-        kept.resize(static_cast<size_t>(kv.head(layer, h).tokens()));
-        std::iota(kept.begin(), kept.end(), 0);
-      }
-    }
-  }
-  return kv.compacted_copy(local_part(full));
+  const auto full = plan(kv, budget_tokens);
+  return full.empty() ? kv.copy() : kv.compacted_copy(local_part(full));
 }
 
 }  // namespace kvshrink::engine

@@ -7,24 +7,16 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <random>
 #include <vector>
 
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "support/random_values.h"
 
 namespace kvshrink {
 namespace {
 
 constexpr int64_t kDim = 8;
-
-std::vector<float> random_values(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = normal(rng);
-  return v;
-}
 
 void fill(kvstore::HeadSegment& segment, const std::vector<float>& keys, const std::vector<float>& values,
           int64_t first, int64_t count) {
@@ -36,7 +28,7 @@ void fill(kvstore::HeadSegment& segment, const std::vector<float>& keys, const s
 TEST(KvStore, CompactionKeepsPlannedTokensAndFreesTheRest) {
   auto pool = std::make_shared<kvstore::KvMemoryPool>();
   kvstore::KvStore kv(2, 1, kDim, 3, {}, pool);
-  const auto keys = random_values(10 * kDim, 1), values = random_values(10 * kDim, 2);
+  const auto keys = testing::normal_values(10 * kDim, 1), values = testing::normal_values(10 * kDim, 2);
   for (int64_t layer = 0; layer < 2; ++layer) fill(kv.head(layer, 0).tail(), keys, values, 0, 10);
   kv.advance(10);
   kv.account();
@@ -64,7 +56,7 @@ TEST(KvStore, CompactionKeepsPlannedTokensAndFreesTheRest) {
 TEST(KvStore, CompactedCopyLeavesTheOriginal) {
   auto pool = std::make_shared<kvstore::KvMemoryPool>();
   kvstore::KvStore kv(1, 1, kDim, 3, {.query_window = 2}, pool);
-  const auto keys = random_values(6 * kDim, 3);
+  const auto keys = testing::normal_values(6 * kDim, 3);
   fill(kv.head(0, 0).tail(), keys, keys, 0, 6);
   kv.advance(6);
   kv.account();
@@ -86,8 +78,9 @@ TEST(KvMemoryPool, CapacityIsEnforced) {
 // Attention of m queries (group 3) over 12 tokens in one segment vs split 5 + 7 and merged.
 TEST(SegmentedAttention, MergedSegmentsEqualOneSegment) {
   constexpr int64_t kGroup = 3, kTokens = 12, kQueries = 4;
-  const auto keys = random_values(kTokens * kDim, 4), values = random_values(kTokens * kDim, 5);
-  const auto q = random_values(kQueries * kGroup * kDim, 6);
+  const auto keys = testing::normal_values(kTokens * kDim, 4),
+             values = testing::normal_values(kTokens * kDim, 5);
+  const auto q = testing::normal_values(kQueries * kGroup * kDim, 6);
   std::vector<int32_t> q_positions = {3, 7, 11, 11};
   std::vector<int32_t> positions(kTokens);
   for (int64_t t = 0; t < kTokens; ++t) positions[t] = static_cast<int32_t>(t);

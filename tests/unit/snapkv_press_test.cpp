@@ -7,31 +7,24 @@
 
 #include <cmath>
 #include <limits>
-#include <random>
 #include <vector>
 
 #include "kvstore/h2o_press.h"
 #include "kvstore/knorm_press.h"
 #include "kvstore/kv_store.h"
 #include "kvstore/streaming_llm_press.h"
+#include "support/random_values.h"
 
 namespace kvshrink {
 namespace {
 
 constexpr int64_t kDim = 4, kGroup = 2, kTokens = 10, kWindow = 3;
 
-std::vector<float> random_values(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.5f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = normal(rng);
-  return v;
-}
-
 struct SmallCase {
   kvstore::KvStore kv{1, 1, kDim, kGroup, {.query_window = kWindow}};
-  std::vector<float> keys = random_values(kTokens * kDim, 11);
-  std::vector<float> queries = random_values(kTokens * kGroup * kDim, 12);  // one row per position
+  std::vector<float> keys = testing::normal_values(kTokens * kDim, 11, 1.5f);
+  std::vector<float> queries =
+      testing::normal_values(kTokens * kGroup * kDim, 12, 1.5f);  // one row per position
 
   SmallCase() {
     for (int64_t t = 0; t < kTokens; ++t) {
@@ -129,7 +122,7 @@ TEST(Presses, KnormPrefersLowNormKeys) {
 
 TEST(Presses, H2oDividesAccumulatedAttentionByTheQueriesThatSawTheToken) {
   kvstore::KvStore kv(1, 1, kDim, kGroup, {.track_attention_mass = true});
-  const auto keys = random_values(5 * kDim, 3);
+  const auto keys = testing::normal_values(5 * kDim, 3, 1.5f);
   for (int32_t t = 0; t < 5; ++t)
     kv.head(0, 0).tail().append(keys.data() + t * kDim, keys.data() + t * kDim, t);
   kv.advance(5);
