@@ -40,6 +40,34 @@ struct HeadAttention {
   const float* lse_reference = nullptr;
 };
 
+// Attention of m query tokens over n_kv tokens held at `rank` coefficients in a basis
+// (kvstore/low_rank_segment.h). Post-RoPE keys: the query is projected into the key basis once,
+// q_z = U_k[:rank] q, and scores are q_z . z_k. Pre-RoPE keys: each key is reconstructed,
+// k = RoPE(U_k[:rank]^T z_k, position), then dotted with q. Values are summed in the basis,
+// a_z = sum_t p_t z_v,t, and projected back once: out = U_v[:rank]^T a_z. Rows of q/out as in
+// HeadAttention; tokens at positions after a query's are masked.
+struct LowRankAttention {
+  const float* q;
+  int64_t q_stride;
+  float* out;
+  int64_t out_stride;
+  float* lse;                        // [m x group] log-denominators, as HeadAttention::lse (required)
+  const float* key_coefficients;     // [n_kv x rank]
+  const float* value_coefficients;   // [n_kv x rank]
+  const int32_t* kv_positions;       // [n_kv]
+  const int32_t* q_positions;        // [m]
+  const float* key_basis;            // [>= rank x head_dim]: basis vector k at k * head_dim
+  const float* value_basis;          // [>= rank x head_dim]
+  int64_t m;
+  int64_t n_kv;
+  int64_t group;
+  int64_t head_dim;
+  int64_t rank;
+  bool pre_rope_keys;
+  float rope_base;  // RoPE frequency base, used with pre_rope_keys
+  float scale;      // 1 / sqrt(head_dim)
+};
+
 // Online-softmax merge of the same queries' attention over a second token set (FlashInfer's
 // state merge): out/lse [m x group] take in out_b/lse_b; rows given as in HeadAttention.
 void merge_attention(float* out, int64_t out_stride, float* lse, const float* out_b, int64_t out_b_stride,
@@ -63,6 +91,7 @@ class Backend {
   // y[i] += x[i]
   virtual void add(float* y, const float* x, int64_t count) = 0;
   virtual void attention(const HeadAttention& args) = 0;
+  virtual void low_rank_attention(const LowRankAttention& args) = 0;
 };
 
 }  // namespace kvshrink::kernels

@@ -16,9 +16,26 @@ int64_t HeadCache::tokens() const {
   return total;
 }
 
+int64_t HeadCache::low_rank_tokens() const {
+  int64_t total = 0;
+  for (const auto& segment : low_rank_) total += segment.tokens();
+  return total;
+}
+
+void HeadCache::add_low_rank(LowRankSegment segment) {
+  if (!segment.basis || !segment.block || segment.basis->head_dim != head_dim_ ||
+      segment.rank() < 1 || segment.rank() > segment.basis->latent_dim ||
+      segment.block->key_coefficients.size() != static_cast<size_t>(segment.tokens() * segment.rank()) ||
+      segment.block->value_coefficients.size() != static_cast<size_t>(segment.tokens() * segment.rank())) {
+    throw std::invalid_argument("low-rank segment does not fit the head (basis, rank or coefficient count)");
+  }
+  if (segment.tokens() > 0) low_rank_.push_back(std::move(segment));
+}
+
 uint64_t HeadCache::bytes_held() const {
   uint64_t total = 0;
   for (const auto& segment : segments_) total += segment.bytes_held();
+  for (const auto& segment : low_rank_) total += segment.bytes_held();
   return total;
 }
 
@@ -60,10 +77,12 @@ void HeadCache::compact(std::span<const int32_t> kept) {
 HeadCache HeadCache::compacted_copy(std::span<const int32_t> kept) const {
   HeadCache copy(head_dim_, track_mass_);
   copy.segments_.insert(copy.segments_.begin(), gather(kept));
+  copy.low_rank_ = low_rank_;  // blocks are immutable: the copy shares them
   return copy;
 }
 
 void HeadCache::clear() {
+  low_rank_.clear();
   segments_.clear();
   segments_.emplace_back(head_dim_, track_mass_);
 }

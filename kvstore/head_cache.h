@@ -1,8 +1,10 @@
 // Everything one (sequence, layer, kv-head) holds: its tokens in segments. Attention runs over each
-// non-empty segment and merges them with the online-softmax rule, so tokens can sit in several
-// representations (today: full-dimension segments; low-rank buckets later). The last segment is
-// the tail that new tokens are appended to. Token index i means the i-th token across the
-// segments in order (positions ascend across segments too).
+// non-empty segment and merges them with the online-softmax rule, so tokens sit in several
+// representations: full-dimension segments (the last one is the tail that new tokens are appended
+// to) and low-rank segments (rank buckets of coefficients in the head's basis, made by
+// dimension-level compression). Token index i means the i-th full-dimension token across the
+// full-dimension segments in order (positions ascend across them); presses score and eviction plans
+// index only those. Low-rank tokens are final: later compactions leave them as they are.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +12,7 @@
 #include <vector>
 
 #include "kvstore/head_segment.h"
+#include "kvstore/low_rank_segment.h"
 
 namespace kvshrink::kvstore {
 
@@ -20,14 +23,19 @@ class HeadCache {
   std::span<const HeadSegment> segments() const { return segments_; }
   std::span<HeadSegment> segments() { return segments_; }
   HeadSegment& tail() { return segments_.back(); }
+  std::span<const LowRankSegment> low_rank() const { return low_rank_; }
+  void add_low_rank(LowRankSegment segment);
+  // Full-dimension tokens (what token indices count).
   int64_t tokens() const;
+  int64_t low_rank_tokens() const;
   int64_t head_dim() const { return head_dim_; }
   uint64_t bytes_held() const;
-  // Positions of every token in index order.
+  // Positions of the full-dimension tokens in index order.
   std::vector<int32_t> positions() const;
 
-  // Keeps only the tokens at `kept` (ascending token indices): they move into one compacted segment
-  // followed by an empty tail, and the memory of the others is freed.
+  // Keeps only the full-dimension tokens at `kept` (ascending token indices): they move into one
+  // compacted segment followed by an empty tail, and the memory of the others is freed. Low-rank
+  // segments stay.
   void compact(std::span<const int32_t> kept);
   // This head with only the tokens at `kept`, same layout as after compact().
   HeadCache compacted_copy(std::span<const int32_t> kept) const;
@@ -40,6 +48,7 @@ class HeadCache {
   int64_t head_dim_;
   bool track_mass_;
   std::vector<HeadSegment> segments_;  // never empty; back() is the tail
+  std::vector<LowRankSegment> low_rank_;
 };
 
 }  // namespace kvshrink::kvstore

@@ -127,13 +127,16 @@ void LlamaModel::attention_block(int64_t layer, int64_t m, kvstore::KvStore& kv)
   backend_.add(hidden_.data(), partial_.data(), m * config_.n_embd);
 }
 
-// attn_out_ rows of kv head h's query group = attention over the head's segments, merged with the
-// online-softmax rule. With attention-mass tracking, each segment's tokens receive probabilities
-// normalised over the whole head (a second pass once the total log-denominators are known).
+// attn_out_ rows of kv head h's query group = attention over the head's segments (full-dimension
+// ones, then low-rank ones), merged with the online-softmax rule. With attention-mass tracking, each
+// full-dimension segment's tokens receive probabilities normalised over the whole head (a second
+// pass once the total log-denominators are known); low-rank tokens receive none.
 void LlamaModel::attend_head(int64_t m, int64_t h, kvstore::HeadCache& head) {
   const int64_t d = config_.head_dim;
   const int64_t hq = shard_.q_heads.size();
   const int64_t group = config_.group_size();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  float* head_out = attn_out_.data() + h * group * d;
   kernels::HeadAttention args{};
   args.q = q_.data() + h * group * d;
   args.q_stride = hq * d;
@@ -141,7 +144,7 @@ void LlamaModel::attend_head(int64_t m, int64_t h, kvstore::HeadCache& head) {
   args.m = m;
   args.group = group;
   args.head_dim = d;
-  args.scale = 1.0f / std::sqrt(static_cast<float>(d));
+  args.scale = scale;
   auto point_at = [&](kvstore::HeadSegment& segment) {
     args.keys = segment.keys();
     args.values = segment.values();
@@ -152,9 +155,10 @@ void LlamaModel::attend_head(int64_t m, int64_t h, kvstore::HeadCache& head) {
   for (auto& segment : head.segments()) {
     if (segment.tokens() > 0) filled.push_back(&segment);
   }
-  if (filled.size() == 1) {
+  const auto low_rank = head.low_rank();
+  if (filled.size() == 1 && low_rank.empty()) {
     point_at(*filled[0]);
-    args.out = attn_out_.data() + h * group * d;
+    args.out = head_out;
     args.out_stride = hq * d;
     args.key_mass = filled[0]->attention_mass();
     backend_.attention(args);
@@ -164,21 +168,53 @@ void LlamaModel::attend_head(int64_t m, int64_t h, kvstore::HeadCache& head) {
   lse_.resize(lse_size);
   segment_lse_.resize(lse_size);
   segment_out_.resize(lse_size * d);
-  for (size_t s = 0; s < filled.size(); ++s) {
-    point_at(*filled[s]);
-    if (s == 0) {
-      args.out = attn_out_.data() + h * group * d;
-      args.out_stride = hq * d;
-      args.lse = lse_.data();
-      backend_.attention(args);
-      continue;
+  // The first part writes attn_out_ and lse_ directly; later ones go to scratch and are merged in.
+  bool first = true;
+  auto target = [&](float*& out, int64_t& stride, float*& lse) {
+    out = first ? head_out : segment_out_.data();
+    stride = first ? hq * d : group * d;
+    lse = first ? lse_.data() : segment_lse_.data();
+  };
+  auto merge = [&] {
+    if (!first) {
+      kernels::merge_attention(head_out, hq * d, lse_.data(), segment_out_.data(), group * d,
+                               segment_lse_.data(), m, group, d);
     }
-    args.out = segment_out_.data();
-    args.out_stride = group * d;
-    args.lse = segment_lse_.data();
+    first = false;
+  };
+  for (auto* segment : filled) {
+    point_at(*segment);
+    target(args.out, args.out_stride, args.lse);
     backend_.attention(args);
-    kernels::merge_attention(attn_out_.data() + h * group * d, hq * d, lse_.data(), segment_out_.data(),
-                             group * d, segment_lse_.data(), m, group, d);
+    merge();
+  }
+  for (const auto& segment : low_rank) {
+    const auto& basis = *segment.basis;
+    const auto& block = *segment.block;
+    kernels::LowRankAttention low{};
+    low.q = args.q;
+    low.q_stride = args.q_stride;
+    target(low.out, low.out_stride, low.lse);
+    low.key_coefficients = block.key_coefficients.data();
+    low.value_coefficients = block.value_coefficients.data();
+    low.kv_positions = block.positions.data();
+    low.q_positions = positions_.data();
+    low.key_basis = basis.key.data();
+    low.value_basis = basis.value.data();
+    low.m = m;
+    low.n_kv = block.tokens();
+    low.group = group;
+    low.head_dim = d;
+    low.rank = block.rank;
+    low.pre_rope_keys = basis.pre_rope;
+    low.rope_base = basis.rope_base;
+    low.scale = scale;
+    backend_.low_rank_attention(low);
+    merge();
+  }
+  if (first) {  // nothing held (cannot happen after an append; kept for safety)
+    for (int64_t i = 0; i < m; ++i) std::fill_n(head_out + i * hq * d, group * d, 0.0f);
+    return;
   }
   if (!head.segments().front().tracks_mass()) return;
   for (auto* segment : filled) {  // second pass: probabilities over the whole head

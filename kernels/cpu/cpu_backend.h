@@ -18,12 +18,16 @@ class CpuBackend final : public Backend {
   void silu_mul(float* gate, const float* up, int64_t count) override;
   void add(float* y, const float* x, int64_t count) override;
   void attention(const HeadAttention& args) override;
+  void low_rank_attention(const LowRankAttention& args) override;  // low_rank_attention.cpp
 
  private:
   void decode_attention(const HeadAttention& args);
 
   std::vector<float> scores_;       // scratch: [query block x n_kv] attention probabilities
   std::vector<float> row_scratch_;  // scratch: dequantized weight rows
+  // scratch of low_rank_attention: queries [m*group x d], projected queries or value sums
+  // [m*group x rank], reconstructed keys [n_kv x d], outputs [m*group x d]
+  std::vector<float> lr_queries_, lr_latent_, lr_keys_, lr_out_;
 };
 
 }  // namespace kvshrink::kernels::cpu

@@ -1,0 +1,119 @@
+#include "engine/compression/low_rank_projection.h"
+
+#include <cblas.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <map>
+#include <stdexcept>
+
+namespace kvshrink::engine {
+
+std::vector<float> keys_in_basis_space(const float* keys, const int32_t* positions, int64_t n,
+                                       const kvstore::HeadBasis& basis, kernels::Backend& backend) {
+  const int64_t d = basis.head_dim;
+  std::vector<float> out(keys, keys + n * d);
+  if (basis.pre_rope && n > 0) {
+    std::vector<int32_t> negated(positions, positions + n);
+    for (auto& p : negated) p = -p;
+    backend.rope(out.data(), n, 1, d, negated.data(), basis.rope_base);
+  }
+  return out;
+}
+
+std::vector<float> project_rows(const float* rows, int64_t n, std::span<const float> basis, int64_t head_dim,
+                                int64_t r) {
+  std::vector<float> z(static_cast<size_t>(n * r));
+  if (n == 0 || r == 0) return z;
+  if (basis.size() < static_cast<size_t>(r * head_dim)) throw std::invalid_argument("project_rows: basis too small");
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(r),
+              static_cast<int>(head_dim), 1.0f, rows, static_cast<int>(head_dim), basis.data(),
+              static_cast<int>(head_dim), 0.0f, z.data(), static_cast<int>(r));
+  return z;
+}
+
+namespace {
+
+// For each row x of X [n x d] and rank ranks[i]: ||x - P_r x||^2 / ||x||^2 added to
+// errors[t * ranks.size() + i], from the tail sums of its coefficients (orthonormal complete basis).
+void add_relative_errors(const float* rows, int64_t n, int64_t d, std::span<const float> basis,
+                         std::span<const int32_t> ranks, std::vector<float>& errors) {
+  const auto z = project_rows(rows, n, basis, d, d);
+  std::vector<double> tail(static_cast<size_t>(d + 1));
+  for (int64_t t = 0; t < n; ++t) {
+    const float* c = z.data() + t * d;
+    tail[static_cast<size_t>(d)] = 0.0;
+    for (int64_t k = d - 1; k >= 0; --k) tail[static_cast<size_t>(k)] = tail[static_cast<size_t>(k + 1)] + double{c[k]} * c[k];
+    const double norm = tail[0];
+    for (size_t i = 0; i < ranks.size(); ++i) {
+      const double lost = norm > 0.0 ? tail[static_cast<size_t>(ranks[i])] / norm : 0.0;
+      errors[static_cast<size_t>(t) * ranks.size() + i] += static_cast<float>(lost);
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<float> reconstruction_errors(const kvstore::HeadCache& head, const kvstore::HeadBasis& basis,
+                                         std::span<const int32_t> ranks, kernels::Backend& backend) {
+  const int64_t d = basis.head_dim;
+  if (basis.latent_dim != d) throw std::invalid_argument("reconstruction_errors: needs a per-head basis");
+  for (const int32_t r : ranks) {
+    if (r < 0 || r > d) throw std::invalid_argument(fmt::format("reconstruction_errors: rank {} outside [0, {}]", r, d));
+  }
+  std::vector<float> errors(static_cast<size_t>(head.tokens()) * ranks.size(), 0.0f);
+  int64_t first = 0;  // token index of the segment's first token
+  std::vector<float> segment_errors;
+  for (const auto& segment : head.segments()) {
+    const int64_t n = segment.tokens();
+    if (n == 0) continue;
+    segment_errors.assign(static_cast<size_t>(n) * ranks.size(), 0.0f);
+    const auto keys = keys_in_basis_space(segment.keys(), segment.positions(), n, basis, backend);
+    add_relative_errors(keys.data(), n, d, basis.key, ranks, segment_errors);
+    add_relative_errors(segment.values(), n, d, basis.value, ranks, segment_errors);
+    std::copy(segment_errors.begin(), segment_errors.end(), errors.begin() + first * static_cast<int64_t>(ranks.size()));
+    first += n;
+  }
+  return errors;
+}
+
+kvstore::HeadCache mixed_dimension_copy(const kvstore::HeadCache& head, std::span<const int32_t> kept,
+                                        std::span<const int32_t> ranks,
+                                        const std::shared_ptr<const kvstore::HeadBasis>& basis,
+                                        kernels::Backend& backend) {
+  const int64_t d = head.head_dim();
+  if (kept.size() != ranks.size()) {
+    throw std::invalid_argument(
+        fmt::format("mixed-dimension plan: {} kept tokens but {} ranks", kept.size(), ranks.size()));
+  }
+  std::vector<int32_t> full;
+  std::map<int32_t, std::vector<int32_t>> by_rank;  // rank -> kept token indices, ascending
+  for (size_t i = 0; i < kept.size(); ++i) {
+    if (ranks[i] < 1) throw std::invalid_argument(fmt::format("mixed-dimension plan: rank {} below 1", ranks[i]));
+    if (ranks[i] >= d) {
+      full.push_back(kept[i]);
+    } else {
+      by_rank[ranks[i]].push_back(kept[i]);
+    }
+  }
+  if (!by_rank.empty() && (!basis || basis->head_dim != d)) {
+    throw std::invalid_argument("mixed-dimension plan: low ranks need a basis of the head's dimension");
+  }
+  auto out = head.compacted_copy(full);
+  for (const auto& [rank, indices] : by_rank) {
+    if (rank > basis->latent_dim) throw std::invalid_argument("mixed-dimension plan: rank above the basis");
+    const auto part = head.compacted_copy(indices);  // the bucket's tokens, contiguous
+    const auto& tokens = part.segments().front();
+    const int64_t n = tokens.tokens();
+    auto block = std::make_shared<kvstore::LowRankBlock>();
+    block->rank = rank;
+    const auto keys = keys_in_basis_space(tokens.keys(), tokens.positions(), n, *basis, backend);
+    block->key_coefficients = project_rows(keys.data(), n, basis->key, d, rank);
+    block->value_coefficients = project_rows(tokens.values(), n, basis->value, d, rank);
+    block->positions.assign(tokens.positions(), tokens.positions() + n);
+    out.add_low_rank({basis, std::move(block)});
+  }
+  return out;
+}
+
+}  // namespace kvshrink::engine

@@ -1,0 +1,40 @@
+// Moving a head's full-dimension tokens into rank buckets of its basis (kvstore/low_rank_segment.h),
+// and the per-token reconstruction errors that dimension-level methods weigh ranks with.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "kvstore/head_basis.h"
+#include "kvstore/head_cache.h"
+
+namespace kvshrink::engine {
+
+// Keys of segment-contiguous rows [n x d] in the basis's key space: as stored (post-RoPE) or rotated
+// back to before RoPE (`backend.rope` at the negated positions, the exact inverse rotation).
+std::vector<float> keys_in_basis_space(const float* keys, const int32_t* positions, int64_t n,
+                                       const kvstore::HeadBasis& basis, kernels::Backend& backend);
+
+// Z [n x r] = X [n x head_dim] . U[:r]^T: coefficients of rows in the first r basis vectors.
+std::vector<float> project_rows(const float* rows, int64_t n, std::span<const float> basis, int64_t head_dim,
+                                int64_t r);
+
+// errors[t * ranks.size() + i] for full-dimension token t of `head` and rank ranks[i]:
+// ||k - P_r k||^2 / ||k||^2 + ||v - P_r v||^2 / ||v||^2 (0 at r >= latent_dim, 2 at r = 0).
+// Ranks must be in [0, latent_dim]. Needs a per-head basis (latent_dim = head_dim).
+std::vector<float> reconstruction_errors(const kvstore::HeadCache& head, const kvstore::HeadBasis& basis,
+                                         std::span<const int32_t> ranks, kernels::Backend& backend);
+
+// A copy of `head` that keeps its full-dimension token kept[i] at rank ranks[i] (kept ascending):
+// ranks >= head_dim stay full-dimension tokens, ranks in [1, head_dim) go to one low-rank segment per
+// rank; the low-rank segments `head` already holds come along. Throws std::invalid_argument for a
+// rank below 1 or sizes that differ.
+kvstore::HeadCache mixed_dimension_copy(const kvstore::HeadCache& head, std::span<const int32_t> kept,
+                                        std::span<const int32_t> ranks,
+                                        const std::shared_ptr<const kvstore::HeadBasis>& basis,
+                                        kernels::Backend& backend);
+
+}  // namespace kvshrink::engine

@@ -1,0 +1,292 @@
+// Attention over tokens held at reduced rank in a basis (kernels::LowRankAttention, the CPU kernel,
+// and engine::mixed_dimension_copy): at full rank it equals dense attention; at rank r it equals
+// dense attention over the keys and values reconstructed from r coefficients; rank buckets merged
+// with the online-softmax rule equal one dense pass; bytes are counted per coefficient.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <numeric>
+
+#include "engine/compression/low_rank_projection.h"
+#include "engine/compression/pca.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "support/random_values.h"
+
+namespace kvshrink {
+namespace {
+
+using kvstore::HeadBasis;
+
+constexpr int64_t kDim = 16;
+constexpr int64_t kGroup = 3;
+constexpr float kRopeBase = 10000.0f;
+
+// An orthonormal basis [d x d] (rows = vectors) from the PCA of correlated random samples.
+std::vector<float> random_basis(uint32_t seed) {
+  const int64_t n = 200;
+  auto x = testing::normal_values(static_cast<size_t>(n * kDim), seed);
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t i = 1; i < kDim; ++i) x[t * kDim + i] += 0.5f * x[t * kDim + i - 1];
+  }
+  const auto pca = engine::pca(x, n, kDim);
+  return {pca.components.begin(), pca.components.end()};
+}
+
+std::shared_ptr<HeadBasis> make_basis(bool pre_rope) {
+  auto basis = std::make_shared<HeadBasis>();
+  basis->head_dim = kDim;
+  basis->latent_dim = kDim;
+  basis->pre_rope = pre_rope;
+  basis->rope_base = kRopeBase;
+  basis->key = random_basis(11);
+  basis->value = random_basis(12);
+  return basis;
+}
+
+// x [n x d] -> U[:r]^T (U[:r] x): the projection onto the first r basis vectors.
+std::vector<float> reconstruct(const std::vector<float>& x, int64_t n, const std::vector<float>& basis, int64_t r) {
+  const auto z = engine::project_rows(x.data(), n, basis, kDim, r);
+  std::vector<float> out(x.size(), 0.0f);
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t k = 0; k < r; ++k) {
+      for (int64_t i = 0; i < kDim; ++i) out[t * kDim + i] += z[t * r + k] * basis[k * kDim + i];
+    }
+  }
+  return out;
+}
+
+struct Queries {
+  int64_t m;
+  std::vector<float> q;  // [m x group x d]
+  std::vector<int32_t> positions;
+};
+
+Queries make_queries(int64_t m, int32_t first_position) {
+  Queries queries{m, testing::normal_values(static_cast<size_t>(m * kGroup * kDim), 21), {}};
+  for (int64_t i = 0; i < m; ++i) queries.positions.push_back(first_position + static_cast<int32_t>(i));
+  return queries;
+}
+
+struct Output {
+  std::vector<float> out;  // [m x group x d]
+  std::vector<float> lse;  // [m x group]
+};
+
+Output dense_attention(kernels::cpu::CpuBackend& backend, const Queries& qs, const std::vector<float>& keys,
+                       const std::vector<float>& values, const std::vector<int32_t>& positions) {
+  Output o{std::vector<float>(qs.q.size()), std::vector<float>(static_cast<size_t>(qs.m * kGroup))};
+  kernels::HeadAttention a{};
+  a.q = qs.q.data();
+  a.q_stride = kGroup * kDim;
+  a.out = o.out.data();
+  a.out_stride = kGroup * kDim;
+  a.keys = keys.data();
+  a.values = values.data();
+  a.kv_positions = positions.data();
+  a.q_positions = qs.positions.data();
+  a.m = qs.m;
+  a.n_kv = static_cast<int64_t>(positions.size());
+  a.group = kGroup;
+  a.head_dim = kDim;
+  a.scale = 1.0f / std::sqrt(static_cast<float>(kDim));
+  a.lse = o.lse.data();
+  backend.attention(a);
+  return o;
+}
+
+Output low_rank_attention(kernels::cpu::CpuBackend& backend, const Queries& qs, const kvstore::LowRankSegment& s) {
+  Output o{std::vector<float>(qs.q.size()), std::vector<float>(static_cast<size_t>(qs.m * kGroup))};
+  kernels::LowRankAttention a{};
+  a.q = qs.q.data();
+  a.q_stride = kGroup * kDim;
+  a.out = o.out.data();
+  a.out_stride = kGroup * kDim;
+  a.lse = o.lse.data();
+  a.key_coefficients = s.block->key_coefficients.data();
+  a.value_coefficients = s.block->value_coefficients.data();
+  a.kv_positions = s.block->positions.data();
+  a.q_positions = qs.positions.data();
+  a.key_basis = s.basis->key.data();
+  a.value_basis = s.basis->value.data();
+  a.m = qs.m;
+  a.n_kv = s.tokens();
+  a.group = kGroup;
+  a.head_dim = kDim;
+  a.rank = s.rank();
+  a.pre_rope_keys = s.basis->pre_rope;
+  a.rope_base = s.basis->rope_base;
+  a.scale = 1.0f / std::sqrt(static_cast<float>(kDim));
+  backend.low_rank_attention(a);
+  return o;
+}
+
+void expect_near(const std::vector<float>& a, const std::vector<float>& b, float tolerance) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], tolerance) << "at " << i;
+}
+
+// A head of n full-dimension tokens at positions 0..n-1 with random post-RoPE keys and values.
+struct Tokens {
+  int64_t n;
+  std::vector<float> keys, values;
+  std::vector<int32_t> positions;
+  kvstore::HeadCache head{kDim, false};
+};
+
+Tokens make_tokens(int64_t n) {
+  Tokens t{n, testing::normal_values(static_cast<size_t>(n * kDim), 31),
+           testing::normal_values(static_cast<size_t>(n * kDim), 32), {}};
+  for (int64_t i = 0; i < n; ++i) {
+    t.positions.push_back(static_cast<int32_t>(i));
+    t.head.tail().append(t.keys.data() + i * kDim, t.values.data() + i * kDim, static_cast<int32_t>(i));
+  }
+  return t;
+}
+
+// Keeps every token of `t` at `rank` and returns the one low-rank segment.
+kvstore::LowRankSegment all_at_rank(kernels::cpu::CpuBackend& backend, const Tokens& t,
+                                    const std::shared_ptr<HeadBasis>& basis, int32_t rank) {
+  std::vector<int32_t> kept(static_cast<size_t>(t.n));
+  std::iota(kept.begin(), kept.end(), 0);
+  const std::vector<int32_t> ranks(kept.size(), rank);
+  const auto head = engine::mixed_dimension_copy(t.head, kept, ranks, basis, backend);
+  EXPECT_EQ(head.tokens(), 0);
+  EXPECT_EQ(head.low_rank().size(), 1u);
+  return head.low_rank()[0];
+}
+
+TEST(LowRankAttentionTest, FullRankEqualsDenseAttention) {
+  kernels::cpu::CpuBackend backend;
+  const auto t = make_tokens(40);
+  for (const bool pre_rope : {false, true}) {
+    const auto basis = make_basis(pre_rope);
+    // rank d in a segment of its own (the store keeps rank d dense; the kernel must still agree)
+    auto block = std::make_shared<kvstore::LowRankBlock>();
+    block->rank = kDim;
+    const auto keys = engine::keys_in_basis_space(t.keys.data(), t.positions.data(), t.n, *basis, backend);
+    block->key_coefficients = engine::project_rows(keys.data(), t.n, basis->key, kDim, kDim);
+    block->value_coefficients = engine::project_rows(t.values.data(), t.n, basis->value, kDim, kDim);
+    block->positions = t.positions;
+    const kvstore::LowRankSegment segment{basis, block};
+    for (const int64_t m : {1, 5}) {
+      const auto queries = make_queries(m, 37);  // the later queries see every token, earlier ones not
+      const auto dense = dense_attention(backend, queries, t.keys, t.values, t.positions);
+      const auto low = low_rank_attention(backend, queries, segment);
+      expect_near(low.out, dense.out, 2e-5f);
+      expect_near(low.lse, dense.lse, 2e-5f);
+    }
+  }
+}
+
+TEST(LowRankAttentionTest, RankREqualsDenseAttentionOnReconstructedKeysAndValues) {
+  kernels::cpu::CpuBackend backend;
+  const auto t = make_tokens(50);
+  for (const bool pre_rope : {false, true}) {
+    const auto basis = make_basis(pre_rope);
+    for (const int32_t rank : {1, 4, 8}) {
+      const auto segment = all_at_rank(backend, t, basis, rank);
+      // Reference: keys reconstructed in the basis's space (pre-RoPE: unrotated, then rotated back).
+      auto keys = engine::keys_in_basis_space(t.keys.data(), t.positions.data(), t.n, *basis, backend);
+      keys = reconstruct(keys, t.n, basis->key, rank);
+      if (pre_rope) backend.rope(keys.data(), t.n, 1, kDim, t.positions.data(), kRopeBase);
+      const auto values = reconstruct(t.values, t.n, basis->value, rank);
+      const auto queries = make_queries(3, 48);
+      const auto dense = dense_attention(backend, queries, keys, values, t.positions);
+      const auto low = low_rank_attention(backend, queries, segment);
+      expect_near(low.out, dense.out, 2e-5f);
+      expect_near(low.lse, dense.lse, 2e-5f);
+      // and it differs from attention over the exact keys (the test can fail)
+      const auto exact = dense_attention(backend, queries, t.keys, t.values, t.positions);
+      float most = 0.0f;
+      for (size_t i = 0; i < exact.out.size(); ++i) most = std::max(most, std::abs(exact.out[i] - low.out[i]));
+      EXPECT_GT(most, 1e-3f) << "rank " << rank;
+    }
+  }
+}
+
+TEST(LowRankAttentionTest, RankBucketsMergedEqualOneDensePass) {
+  kernels::cpu::CpuBackend backend;
+  const auto t = make_tokens(60);
+  const auto basis = make_basis(false);
+  // token i kept at rank d, 8, 4 or evicted (every 4th)
+  std::vector<int32_t> kept, ranks;
+  const int32_t choice[] = {kDim, 8, 4};
+  for (int32_t i = 0; i < t.n; ++i) {
+    if (i % 4 == 3) continue;
+    kept.push_back(i);
+    ranks.push_back(choice[i % 4]);
+  }
+  const auto head = engine::mixed_dimension_copy(t.head, kept, ranks, basis, backend);
+  ASSERT_EQ(head.tokens(), 15);  // rank d stays dense
+  ASSERT_EQ(head.low_rank().size(), 2u);
+  EXPECT_EQ(head.low_rank_tokens(), 30);
+  // bytes per coefficient: dense tokens 2d floats + position; rank r tokens 2r floats + position
+  const uint64_t expected = 15 * (2 * kDim * 4 + 4) + 15 * (2 * 8 * 4 + 4) + 15 * (2 * 4 * 4 + 4);
+  EXPECT_EQ(head.bytes_held(), expected);
+
+  // Reference: one dense pass over every kept token with its reconstructed key and value.
+  std::vector<float> keys, values;
+  std::vector<int32_t> positions;
+  for (size_t i = 0; i < kept.size(); ++i) {
+    const std::vector<float> k(t.keys.begin() + kept[i] * kDim, t.keys.begin() + (kept[i] + 1) * kDim);
+    const std::vector<float> v(t.values.begin() + kept[i] * kDim, t.values.begin() + (kept[i] + 1) * kDim);
+    const auto rk = reconstruct(k, 1, basis->key, ranks[i]);
+    const auto rv = reconstruct(v, 1, basis->value, ranks[i]);
+    keys.insert(keys.end(), rk.begin(), rk.end());
+    values.insert(values.end(), rv.begin(), rv.end());
+    positions.push_back(kept[i]);
+  }
+  const auto queries = make_queries(1, 60);
+  const auto dense = dense_attention(backend, queries, keys, values, positions);
+
+  const auto& full = head.segments().front();
+  const std::vector<float> full_keys(full.keys(), full.keys() + full.tokens() * kDim);
+  const std::vector<float> full_values(full.values(), full.values() + full.tokens() * kDim);
+  const std::vector<int32_t> full_positions(full.positions(), full.positions() + full.tokens());
+  auto merged = dense_attention(backend, queries, full_keys, full_values, full_positions);
+  for (const auto& segment : head.low_rank()) {
+    const auto part = low_rank_attention(backend, queries, segment);
+    kernels::merge_attention(merged.out.data(), kGroup * kDim, merged.lse.data(), part.out.data(), kGroup * kDim,
+                             part.lse.data(), 1, kGroup, kDim);
+  }
+  expect_near(merged.out, dense.out, 2e-5f);
+  expect_near(merged.lse, dense.lse, 2e-5f);
+}
+
+TEST(LowRankAttentionTest, ReconstructionErrorsFollowTheCoefficientTails) {
+  kernels::cpu::CpuBackend backend;
+  const auto t = make_tokens(5);
+  const auto basis = make_basis(true);
+  const std::vector<int32_t> ranks = {0, 4, kDim};
+  const auto errors = engine::reconstruction_errors(t.head, *basis, ranks, backend);
+  ASSERT_EQ(errors.size(), 15u);
+  auto keys = engine::keys_in_basis_space(t.keys.data(), t.positions.data(), t.n, *basis, backend);
+  const auto rk = reconstruct(keys, t.n, basis->key, 4);
+  const auto rv = reconstruct(t.values, t.n, basis->value, 4);
+  for (int64_t i = 0; i < t.n; ++i) {
+    double kd = 0, kn = 0, vd = 0, vn = 0;
+    for (int64_t c = 0; c < kDim; ++c) {
+      kd += std::pow(keys[i * kDim + c] - rk[i * kDim + c], 2);
+      kn += std::pow(keys[i * kDim + c], 2);
+      vd += std::pow(t.values[i * kDim + c] - rv[i * kDim + c], 2);
+      vn += std::pow(t.values[i * kDim + c], 2);
+    }
+    EXPECT_NEAR(errors[i * 3 + 0], 2.0f, 1e-5f);
+    EXPECT_NEAR(errors[i * 3 + 1], kd / kn + vd / vn, 1e-4);
+    EXPECT_NEAR(errors[i * 3 + 2], 0.0f, 1e-5f);
+  }
+}
+
+TEST(LowRankAttentionTest, BadPlansAreRejected) {
+  kernels::cpu::CpuBackend backend;
+  const auto t = make_tokens(4);
+  const auto basis = make_basis(false);
+  const std::vector<int32_t> kept = {0, 1};
+  EXPECT_THROW(engine::mixed_dimension_copy(t.head, kept, std::vector<int32_t>{4}, basis, backend),
+               std::invalid_argument);
+  EXPECT_THROW(engine::mixed_dimension_copy(t.head, kept, std::vector<int32_t>{4, 0}, basis, backend),
+               std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace kvshrink
