@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace kvshrink::kvstore {
 
@@ -18,7 +19,11 @@ struct PressParams {
   double pyramid_beta = 20.0;  // PyramidKV: top layer keeps b / beta
   double head_beta = 1.01;     // HeadKV: every head keeps at least b - b / beta
   double r_max = 10.0;         // DynamicKV: a layer keeps at most r_max * b
-  std::string head_profile;    // HeadKV: head-importance profile file (profile-heads)
+  std::string head_profile;    // HeadKV, MixedDimKV-H: head-importance profile file (profile-heads)
+  // Dimension-level methods (MixedDimKV, DynaKV):
+  std::vector<int32_t> ranks;     // candidate ranks, each dividing head_dim; empty = d, d/2, d/4, d/8
+  double dyna_rate = 15.0 / 32.0;  // snapkv+dynakv: mean share of dimensions kept tokens keep
+  std::string kv_basis;           // calibrated basis file (calibrate); "" = next to the model
 };
 
 }  // namespace kvshrink::kvstore

@@ -20,9 +20,14 @@
 namespace kvshrink::kvstore {
 
 const std::vector<std::string>& method_names() {
-  static const std::vector<std::string> names = {"snapkv", "pyramidkv",    "adakv", "headkv", "dynamickv",
-                                                 "h2o",    "streamingllm", "knorm", "tova"};
+  static const std::vector<std::string> names = {
+      "snapkv", "pyramidkv", "adakv",      "headkv",       "dynamickv", "h2o",
+      "streamingllm", "knorm", "tova", "mixeddimkv", "mixeddimkv-h", "dynakv", "snapkv+dynakv"};
   return names;
+}
+
+bool is_dimension_method(std::string_view method) {
+  return method == "mixeddimkv" || method == "mixeddimkv-h" || method == "dynakv" || method == "snapkv+dynakv";
 }
 
 const std::vector<std::string>& allocator_names() {
@@ -47,6 +52,11 @@ void check_method(std::string_view method) {
 void check_names(std::string_view method, std::string_view allocator) {
   check_method(method);
   const auto& names = allocator_names();
+  if (!allocator.empty() && (method == "mixeddimkv" || method == "mixeddimkv-h" || method == "dynakv")) {
+    throw std::invalid_argument(fmt::format(
+        "--allocator does not apply to {}: it {}", method,
+        method == "dynakv" ? "keeps every token" : "chooses evictions and ranks in one knapsack"));
+  }
   if (!allocator.empty() && std::find(names.begin(), names.end(), allocator) == names.end()) {
     throw std::invalid_argument(
         fmt::format("unknown allocator '{}' (known: {})", allocator, fmt::join(names, ", ")));
@@ -65,6 +75,7 @@ PressParams default_params(std::string_view method) {
 
 std::string default_allocator(std::string_view method) {
   check_method(method);
+  if (method == "mixeddimkv" || method == "mixeddimkv-h" || method == "dynakv") return "";
   if (method == "pyramidkv") return "pyramid";
   if (method == "adakv" || method == "headkv" || method == "dynamickv") return std::string(method);
   return "uniform";
@@ -74,6 +85,7 @@ CompressionMethod make_method(std::string_view method, const PressParams& params
                               std::vector<double> head_importance) {
   check_names(method, allocator);
   CompressionMethod out;
+  if (method == "dynakv") return out;
   if (method == "h2o") {
     out.press = std::make_unique<H2oPress>(params);
   } else if (method == "streamingllm") {
@@ -86,6 +98,7 @@ CompressionMethod make_method(std::string_view method, const PressParams& params
     out.press = std::make_unique<SnapKvPress>(params);
   }
   const std::string name = allocator.empty() ? default_allocator(method) : std::string(allocator);
+  if (name.empty()) return out;
   if (name == "uniform") {
     out.allocator = std::make_unique<UniformAllocator>();
   } else if (name == "pyramid") {

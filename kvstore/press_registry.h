@@ -9,6 +9,12 @@
 //   streamingllm  StreamingLLM + uniform     4 sinks
 //   knorm         KNorm + uniform
 //   tova          TOVA + uniform (shared across the heads of a layer)
+// and the dimension-level methods (engine/compression/dimension_method.h), which need a calibrated
+// basis (kvshrink calibrate):
+//   mixeddimkv    SnapKV scores -> one knapsack over (head, token, rank), rank 0 = evict; no allocator
+//   mixeddimkv-h  the same with heads weighted by the HeadKV profile
+//   dynakv        every token kept, its rank from the calibrated importance predictor; no press
+//   snapkv+dynakv SnapKV + uniform evict to budget / rate tokens, then DynaKV ranks the kept ones
 #pragma once
 
 #include <memory>
@@ -28,6 +34,8 @@ struct CompressionMethod {
 };
 
 const std::vector<std::string>& method_names();
+// Whether the method keeps tokens at reduced rank (needs a kv basis).
+bool is_dimension_method(std::string_view method);
 const std::vector<std::string>& allocator_names();
 bool is_method(std::string_view name);
 // Throws std::invalid_argument naming the known ones for an unknown method or allocator
@@ -37,7 +45,8 @@ void check_names(std::string_view method, std::string_view allocator);
 PressParams default_params(std::string_view method);
 // The method's default allocator name ("uniform", "pyramid", ...).
 std::string default_allocator(std::string_view method);
-// allocator: "" = the method's own. head_importance is used by the headkv allocator only
+// allocator: "" = the method's own. press and allocator are null where the method has none
+// (dynakv: neither; mixeddimkv(-h): no allocator). head_importance is used by the headkv allocator only
 // ([n_layers * n_kv_heads]). Throws std::invalid_argument for unknown names.
 CompressionMethod make_method(std::string_view method, const PressParams& params, std::string_view allocator,
                               std::vector<double> head_importance = {});

@@ -3,9 +3,15 @@
 // (engine/compression/kv_basis_file.h, engine/compression/pca.h; issue 5 step 1). It then measures
 // the mean relative reconstruction error ||x - P_r x||^2 / ||x||^2 on held-out text at
 // r = d, d/2, d/4, d/8, d/16 for post-RoPE keys, pre-RoPE keys and values (docs/calibration.md).
+// Two more parts of the file: per (layer, kv head) a ridge fit of a token's log attention
+// importance on [pre-RoPE key, value, 1] (engine::predict_importance; the held-out correlation is
+// reported), and per layer joint bases of the keys and of the values of all kv heads concatenated
+// (held-out errors at R = D, D/2, D/4, D/8 beside the per-head ones).
 //
-// Tensor parallel: each rank prefills the same chunks and computes the bases of its own kv heads;
-// the bases are summed into rank 0 (zeros elsewhere), which writes the file.
+// Tensor parallel: each rank prefills the same chunks and computes the bases and importance weights
+// of its own kv heads; the rows of every layer's kv heads are all-gathered per chunk and the joint
+// bases of layer l computed by rank l % ranks; all are summed into rank 0 (zeros elsewhere), which
+// writes the file.
 #pragma once
 
 #include <CLI/CLI.hpp>

@@ -57,6 +57,15 @@ void add_compression_options(CLI::App& cmd, CompressionOptions& o, bool several)
   cmd.add_option(
       "--head-profile", o.head_profile,
       "HeadKV head-importance profile (default: <model>.heads.gguf, from `kvshrink profile-heads`)");
+  cmd.add_option("--ranks", o.ranks,
+                 "MixedDimKV/DynaKV candidate ranks, each dividing the head dimension (default d,d/2,d/4,d/8)")
+      ->delimiter(',');
+  cmd.add_option("--dyna-rate", o.dyna_rate,
+                 "snapkv+dynakv: mean share of dimensions the kept tokens keep (default 15/32; SnapKV keeps "
+                 "budget / rate tokens)");
+  cmd.add_option("--kv-basis", o.kv_basis,
+                 "Calibrated key/value bases for mixeddimkv(-h) and dynakv (default: <model>.kvbasis.gguf, from "
+                 "`kvshrink calibrate`)");
   cmd.add_option(
       "--compress-every", o.compress_every,
       "Re-compact to the budget every N decode steps (default: 1 for h2o and streamingllm, else 0 = "
@@ -82,6 +91,9 @@ engine::CompressionSpec make_spec(const CompressionOptions& o, const std::string
   if (o.head_beta) p.head_beta = *o.head_beta;
   if (o.r_max) p.r_max = *o.r_max;
   p.head_profile = o.head_profile;
+  p.ranks = o.ranks;
+  if (o.dyna_rate) p.dyna_rate = *o.dyna_rate;
+  p.kv_basis = o.kv_basis;
   spec.compress_every = o.compress_every.value_or(press == "h2o" || press == "streamingllm" ? 1 : 0);
   return spec;
 }

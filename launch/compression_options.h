@@ -27,6 +27,9 @@ struct CompressionOptions {
   std::optional<std::string> pool_type;
   std::optional<double> alpha, pyramid_beta, head_beta, r_max;
   std::string head_profile;
+  std::vector<int32_t> ranks;
+  std::optional<double> dyna_rate;
+  std::string kv_basis;
 };
 
 // several: --press and the budgets take comma-separated lists (eval, bench).

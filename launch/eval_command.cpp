@@ -370,7 +370,9 @@ int run_eval(const EvalOptions& options, comm::Communicator& comm) {
             {"score", eval::score(sample, prediction)},
             {"setting", setting.label},
             {"press", setting.spec.method},
-            {"allocator", setting.compressor ? std::string(setting.compressor->allocator().name()) : ""},
+            {"allocator", setting.compressor && setting.compressor->allocator()
+                              ? std::string(setting.compressor->allocator()->name())
+                              : ""},
             {"budget_fraction", setting.spec.budget_fraction},
             {"budget_tokens", compression.budget_tokens},
             {"kv_bytes_held", kv_bytes[0]},  // at the end of the answer

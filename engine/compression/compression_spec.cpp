@@ -9,6 +9,7 @@
 
 #include "comm/collective_error.h"
 #include "engine/compression/head_profile_file.h"
+#include "engine/compression/kv_basis_file.h"
 #include "kvstore/press_registry.h"
 
 namespace kvshrink::engine {
@@ -41,7 +42,9 @@ void validate(const CompressionSpec& spec) {
   const auto& p = spec.params;
   if (has_tokens) {
     if (spec.budget_tokens < 0) throw std::invalid_argument("--budget-tokens must be positive");
-    const int64_t floor = spec.method == "streamingllm" ? p.sinks : (spec.method == "knorm" ? 1 : p.window);
+    const int64_t floor = spec.method == "streamingllm" ? p.sinks
+                          : (spec.method == "knorm" || spec.method == "dynakv") ? 1
+                                                                                 : p.window;
     if (spec.budget_tokens < floor) {
       throw std::invalid_argument(fmt::format(
           "--budget-tokens {} is below the {} {} always keeps ({}); raise the budget or lower "
@@ -59,7 +62,121 @@ void validate(const CompressionSpec& spec) {
   if (!(p.head_beta > 1.0)) throw std::invalid_argument("--head-beta must be > 1");
   if (!(p.r_max >= 1.0)) throw std::invalid_argument("--r-max must be >= 1");
   if (spec.compress_every < 0) throw std::invalid_argument("--compress-every must be >= 0");
+  if (!(p.dyna_rate > 0.0 && p.dyna_rate <= 1.0)) throw std::invalid_argument("--dyna-rate must be in (0, 1]");
+  if (spec.compress_every > 0 && kvstore::is_dimension_method(spec.method) && spec.method != "dynakv") {
+    throw std::invalid_argument(fmt::format(
+        "--compress-every does not apply to {}: it compresses once after prefill (dynakv ranks decode tokens)",
+        spec.method));
+  }
 }
+
+namespace {
+
+// Runs `load` on every rank; a failure anywhere becomes a comm::JobError on every rank.
+template <typename Load>
+void load_collectively(comm::Communicator& comm, Load load) {
+  std::string error;
+  try {
+    load();
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  comm::check_all(comm, error.empty(), error);
+}
+
+std::vector<double> load_head_importance(const CompressionSpec& spec, const LlamaModel& model,
+                                         const std::filesystem::path& model_path, const std::string& model_identity) {
+  const std::filesystem::path path = spec.params.head_profile.empty() ? default_head_profile_path(model_path)
+                                                                      : std::filesystem::path(spec.params.head_profile);
+  if (!std::filesystem::exists(path)) {
+    throw std::runtime_error(
+        fmt::format("{} needs a head profile: '{}' does not exist (make it with `kvshrink profile-heads --model {}`, "
+                    "or give --head-profile)",
+                    spec.method, path.string(), model_path.string()));
+  }
+  const auto profile = read_head_profile(path);
+  check_profile_fits(profile, model_identity, model.config(), path);
+  // The allocators cannot use an all-zero profile; say so here, where every rank agrees on it.
+  if (!(std::accumulate(profile.importance.begin(), profile.importance.end(), 0.0) > 0.0)) {
+    throw std::runtime_error(
+        fmt::format("head profile '{}' is all zero: make it again with `kvshrink profile-heads`", path.string()));
+  }
+  return profile.importance;
+}
+
+// Candidate ranks: given ones must each divide head_dim (d, d/2, ..., 1); default d, d/2, d/4, d/8.
+std::vector<int32_t> candidate_ranks(const std::vector<int32_t>& given, int64_t head_dim) {
+  std::vector<int32_t> ranks = given;
+  if (ranks.empty()) {
+    for (int64_t r = head_dim; r >= std::max<int64_t>(1, head_dim / 8); r /= 2) ranks.push_back(static_cast<int32_t>(r));
+  }
+  for (const int32_t r : ranks) {
+    if (r < 1 || r > head_dim || head_dim % r != 0) {
+      throw std::invalid_argument(fmt::format(
+          "--ranks {}: each candidate rank must divide the head dimension {} (e.g. {},{},{},{})", r, head_dim, head_dim,
+          head_dim / 2, head_dim / 4, head_dim / 8));
+    }
+  }
+  std::sort(ranks.begin(), ranks.end());
+  if (std::adjacent_find(ranks.begin(), ranks.end()) != ranks.end()) {
+    throw std::invalid_argument("--ranks: a candidate rank is given twice");
+  }
+  return ranks;
+}
+
+// MixedDimKV(-H) / DynaKV: the calibrated basis of this rank's heads (read on every rank, checked
+// against the model), the candidate ranks and, for -H, the head weights.
+std::unique_ptr<DimensionMethod> make_dimension_method(const CompressionSpec& spec, const LlamaModel& model,
+                                                       const std::filesystem::path& model_path,
+                                                       const std::string& model_identity,
+                                                       const std::vector<double>& head_importance) {
+  const auto& config = model.config();
+  const int64_t d = config.head_dim;
+  DimensionConfig dims;
+  dims.kind = (spec.method == "mixeddimkv" || spec.method == "mixeddimkv-h") ? DimensionKind::kMixedDim
+                                                                             : DimensionKind::kDynaKv;
+  dims.ranks = candidate_ranks(spec.params.ranks, d);
+  dims.rate = spec.params.dyna_rate;
+  dims.window = spec.params.window;
+  if (spec.method == "mixeddimkv-h") {
+    // Head weight: a floor plus the profile score relative to the mean (every head keeps its window).
+    const double mean = std::accumulate(head_importance.begin(), head_importance.end(), 0.0) /
+                        static_cast<double>(head_importance.size());
+    for (const double s : head_importance) dims.head_weights.push_back(0.05 + s / mean);
+  }
+  const std::filesystem::path path =
+      spec.params.kv_basis.empty() ? default_kv_basis_path(model_path) : std::filesystem::path(spec.params.kv_basis);
+  if (!std::filesystem::exists(path)) {
+    throw std::runtime_error(fmt::format(
+        "{} needs a calibrated kv basis: '{}' does not exist (make it with `kvshrink calibrate --model {}`, or give "
+        "--kv-basis)",
+        spec.method, path.string(), model_path.string()));
+  }
+  const auto basis = read_kv_basis(path);
+  check_kv_basis_fits(basis, model_identity, config, path);
+  std::vector<std::shared_ptr<const kvstore::HeadBasis>> bases;
+  std::vector<std::vector<float>> predictors;
+  const auto& heads = model.shard().kv_heads;
+  for (int64_t layer = 0; layer < config.n_layers; ++layer) {
+    for (int64_t h = heads.begin; h < heads.end; ++h) {
+      auto head = std::make_shared<kvstore::HeadBasis>();
+      head->head_dim = d;
+      head->latent_dim = d;
+      head->pre_rope = basis.key_space == KeySpace::kPreRope;
+      head->rope_base = config.rope_freq_base;
+      const auto key = basis.key(layer, h);
+      const auto value = basis.value(layer, h);
+      head->key.assign(key.begin(), key.end());
+      head->value.assign(value.begin(), value.end());
+      bases.push_back(std::move(head));
+      const auto weights = basis.importance_weights(layer, h);
+      predictors.emplace_back(weights.begin(), weights.end());
+    }
+  }
+  return std::make_unique<DimensionMethod>(std::move(dims), std::move(bases), std::move(predictors));
+}
+
+}  // namespace
 
 std::unique_ptr<KvCompressor> make_compressor(const CompressionSpec& spec, const LlamaModel& model,
                                               comm::Communicator& comm,
@@ -69,34 +186,18 @@ std::unique_ptr<KvCompressor> make_compressor(const CompressionSpec& spec, const
   std::vector<double> importance;
   const std::string allocator =
       spec.allocator.empty() ? kvstore::default_allocator(spec.method) : spec.allocator;
-  if (allocator == "headkv") {
-    const std::filesystem::path path = spec.params.head_profile.empty()
-                                           ? default_head_profile_path(model_path)
-                                           : std::filesystem::path(spec.params.head_profile);
-    std::string error;
-    try {
-      if (!std::filesystem::exists(path)) {
-        throw std::runtime_error(
-            fmt::format("headkv needs a head profile: '{}' does not exist (make it with `kvshrink "
-                        "profile-heads --model {}`, or "
-                        "give --head-profile)",
-                        path.string(), model_path.string()));
-      }
-      const auto profile = read_head_profile(path);
-      check_profile_fits(profile, model_identity, model.config(), path);
-      importance = profile.importance;
-      // The allocator cannot use an all-zero profile; say so here, where every rank agrees on it.
-      if (!(std::accumulate(importance.begin(), importance.end(), 0.0) > 0.0)) {
-        throw std::runtime_error(fmt::format(
-            "head profile '{}' is all zero: make it again with `kvshrink profile-heads`", path.string()));
-      }
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-    comm::check_all(comm, error.empty(), error);
+  if (allocator == "headkv" || spec.method == "mixeddimkv-h") {
+    load_collectively(comm, [&] { importance = load_head_importance(spec, model, model_path, model_identity); });
+  }
+  std::unique_ptr<DimensionMethod> dimensions;
+  if (kvstore::is_dimension_method(spec.method)) {
+    load_collectively(comm, [&] {
+      dimensions = make_dimension_method(spec, model, model_path, model_identity, importance);
+    });
   }
   auto method = kvstore::make_method(spec.method, spec.params, spec.allocator, std::move(importance));
-  return std::make_unique<KvCompressor>(model, comm, std::move(method.press), std::move(method.allocator));
+  return std::make_unique<KvCompressor>(model, comm, std::move(method.press), std::move(method.allocator),
+                                        std::move(dimensions));
 }
 
 }  // namespace kvshrink::engine

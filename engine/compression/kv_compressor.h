@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include "engine/compression/dimension_method.h"
 #include "engine/model/llama_model.h"
 #include "kvstore/allocator.h"
 #include "kvstore/kv_store.h"
@@ -22,20 +23,38 @@ namespace kvshrink::engine {
 // Kept token indices of every head of the model: kept[layer * n_kv_heads + head], ascending.
 using KeepPlan = std::vector<std::vector<int32_t>>;
 
+// A compression step for every head: the full-dimension tokens kept and, for dimension-level
+// methods, each kept token's rank (ranks[h][i] for kept[h][i]; empty = every token at full
+// dimension). Empty kept = nothing to do.
+struct CompressionPlan {
+  KeepPlan kept;
+  RankPlan ranks;
+  bool empty() const { return kept.empty(); }
+};
+
 class KvCompressor {
  public:
+  // press: may be null (DynaKV alone keeps every token); allocator: null when the dimension method
+  // decides evictions itself (MixedDimKV) or nothing is evicted; dimensions: null for token eviction.
   KvCompressor(const LlamaModel& model, comm::Communicator& comm, std::unique_ptr<kvstore::Press> press,
-               std::unique_ptr<kvstore::Allocator> allocator);
+               std::unique_ptr<kvstore::Allocator> allocator,
+               std::unique_ptr<DimensionMethod> dimensions = nullptr);
 
-  const kvstore::Press& press() const { return *press_; }
-  const kvstore::Allocator& allocator() const { return *allocator_; }
+  const kvstore::Press* press() const { return press_.get(); }
+  const kvstore::Allocator* allocator() const { return allocator_.get(); }
+  const DimensionMethod* dimensions() const { return dimensions_.get(); }
+  // DynaKV alone: nothing is evicted, tokens only lose dimensions.
+  bool keeps_every_token() const { return dimensions_ && !press_; }
   // What stores compressed by this press must record (recent queries, attention mass).
   kvstore::KvStoreOptions store_options() const;
 
-  // Collective. The plan keeping budget_tokens per head on average, identical on every rank.
-  // Empty when every head already fits its budget (nothing to do).
-  KeepPlan plan(const kvstore::KvStore& kv, int64_t budget_tokens);
-  // Collective: plan, then compact this rank's heads. Returns false when nothing was to do.
+  // Collective. The plan keeping budget_tokens per head on average (token-equivalents: bytes of that
+  // many full-dimension tokens), identical on every rank. Empty when every head already fits its
+  // budget (nothing to do; token eviction only). Errors (a budget the candidate ranks cannot meet)
+  // are a comm::JobError on every rank.
+  CompressionPlan plan(const kvstore::KvStore& kv, int64_t budget_tokens);
+  // Collective: plan, then compact this rank's heads (and move tokens into rank buckets). Returns
+  // false when nothing was to do.
   bool compress(kvstore::KvStore& kv, int64_t budget_tokens);
   // Collective: a compressed copy; kv itself is unchanged (several presses share one prefill).
   kvstore::KvStore compressed_copy(const kvstore::KvStore& kv, int64_t budget_tokens);
@@ -50,6 +69,7 @@ class KvCompressor {
   comm::Communicator& comm_;
   std::unique_ptr<kvstore::Press> press_;
   std::unique_ptr<kvstore::Allocator> allocator_;
+  std::unique_ptr<DimensionMethod> dimensions_;
 };
 
 }  // namespace kvshrink::engine

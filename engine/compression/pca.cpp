@@ -14,6 +14,9 @@
 extern "C" void dsyevd_(const char* jobz, const char* uplo, const int* n, double* a, const int* lda,
                         double* w, double* work, const int* lwork, int* iwork, const int* liwork, int* info,
                         size_t jobz_length, size_t uplo_length);
+// Cholesky solve of a symmetric positive definite system (same conventions).
+extern "C" void dposv_(const char* uplo, const int* n, const int* nrhs, double* a, const int* lda, double* b,
+                       const int* ldb, int* info, size_t uplo_length);
 
 namespace kvshrink::engine {
 
@@ -104,6 +107,38 @@ Pca pca(std::span<const float> samples, int64_t n, int64_t dim) {
   SecondMoment moment(dim);
   moment.add(samples, n);
   return symmetric_eigen(moment.matrix(), dim);
+}
+
+std::vector<double> ridge_solve(std::span<const double> gram, std::span<const double> rhs, int64_t dim,
+                                double lambda) {
+  if (dim <= 0 || gram.size() != static_cast<size_t>(dim * dim) || rhs.size() != static_cast<size_t>(dim)) {
+    throw std::invalid_argument(fmt::format("ridge_solve: {} + {} entries are not a {} x {} system",
+                                            gram.size(), rhs.size(), dim, dim));
+  }
+  if (!(lambda >= 0.0) || !std::isfinite(lambda)) {
+    throw std::invalid_argument(fmt::format("ridge_solve: lambda {} is not a finite value >= 0", lambda));
+  }
+  for (double v : gram) {
+    if (!std::isfinite(v)) throw std::runtime_error("ridge_solve: the gram matrix has a non-finite entry");
+  }
+  for (double v : rhs) {
+    if (!std::isfinite(v))
+      throw std::runtime_error("ridge_solve: the right-hand side has a non-finite entry");
+  }
+  // Row-major upper triangle = column-major lower triangle of the same (symmetric) matrix.
+  std::vector<double> a(gram.begin(), gram.end());
+  for (int64_t i = 0; i < dim; ++i) a[static_cast<size_t>(i * dim + i)] += lambda;
+  std::vector<double> w(rhs.begin(), rhs.end());
+  const int n = static_cast<int>(dim);
+  const int nrhs = 1;
+  const char uplo = 'L';
+  int info = 0;
+  dposv_(&uplo, &n, &nrhs, a.data(), &n, w.data(), &n, &info, 1);
+  if (info != 0) {
+    throw std::runtime_error(fmt::format(
+        "ridge_solve: the {} x {} system is not positive definite (LAPACK dposv info {})", dim, dim, info));
+  }
+  return w;
 }
 
 }  // namespace kvshrink::engine

@@ -6,7 +6,8 @@
 // direction k, so sum_{k >= r} lambda_k / sum_k lambda_k is the share of the samples' energy lost
 // at rank r.
 //
-// The eigendecomposition is LAPACK's dsyevd (double precision) from OpenBLAS.
+// The eigendecomposition is LAPACK's dsyevd (double precision) from OpenBLAS; ridge_solve (the
+// least-squares fits that share SecondMoment's normal equations) is LAPACK's dposv.
 #pragma once
 
 #include <cstdint>
@@ -53,5 +54,13 @@ Pca symmetric_eigen(std::span<const double> matrix, int64_t dim);
 
 // PCA of samples [n x dim] (row-major): symmetric_eigen(X^T X / n).
 Pca pca(std::span<const float> samples, int64_t n, int64_t dim);
+
+// Ridge regression from its normal equations: w [dim] solving (gram + lambda I) w = rhs, where gram
+// [dim x dim] is symmetric positive semi-definite (row-major; only the upper triangle is read), e.g.
+// X^T X / n, and rhs [dim] is X^T y / n. lambda >= 0 (lambda > 0 makes a singular gram solvable).
+// Throws std::invalid_argument on bad sizes or lambda, std::runtime_error if an entry is not finite
+// or gram + lambda I is not positive definite.
+std::vector<double> ridge_solve(std::span<const double> gram, std::span<const double> rhs, int64_t dim,
+                                double lambda);
 
 }  // namespace kvshrink::engine

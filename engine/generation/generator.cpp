@@ -109,7 +109,11 @@ GenerationResult Generator::decode(kvstore::KvStore& kv, const Prefilled& prefil
     logits = model_.forward(step, kv, LogitsFor::kLastToken);
     ++steps;
     if (compression.compressor && compression.every > 0 && steps % compression.every == 0) {
-      compression.compressor->compress(kv, compression.budget_tokens);
+      // A method that keeps every token (DynaKV) keeps its share of a growing sequence.
+      const bool share = compression.compressor->keeps_every_token() && compression.budget_fraction > 0.0;
+      compression.compressor->compress(
+          kv, share ? std::llround(compression.budget_fraction * static_cast<double>(kv.next_position()))
+                    : compression.budget_tokens);
     }
   }
   result.decode_seconds = seconds_since(start);

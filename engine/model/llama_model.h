@@ -36,6 +36,7 @@ class LlamaModel {
   const ShardLayout& shard() const { return shard_; }
   uint64_t weight_bytes() const { return weights_.bytes(); }
   int64_t max_batch() const { return max_batch_; }
+  kernels::Backend& backend() const { return backend_; }
 
   // Wall time spent in attention over the KV store (all layers and heads of this rank) since the
   // last reset: the part of a decode step that compression shrinks.

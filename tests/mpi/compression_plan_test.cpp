@@ -1,7 +1,8 @@
 // KV compression under mpirun -np 1, 2, 3 (kv heads split 3 / 2+1 / 1+1+1): for every method, at
 // about 10% and 30% of a ~700-token prompt, the sharded job
 //   1. plans exactly what one process holding the whole model plans (the same kept token indices
-//      of every head; the only difference allowed is a printed tie flip, see PlanEqualsOneRank),
+//      of every head and, for the dimension-level methods, the same rank of every kept token; the
+//      only difference allowed is a printed tie flip, see PlanEqualsOneRank),
 //   2. compacts every rank's heads to exactly its part of the plan (tokens, positions, bytes),
 //   3. generates the same greedy tokens with the prompt compressed after prefill, and
 //   4. re-compacts during decode (every 4 steps) back to the budget, with the same tokens.
@@ -25,9 +26,12 @@
 #include <string>
 #include <vector>
 
+#include "comm/collective_error.h"
 #include "comm/mpi_communicator.h"
 #include "engine/compression/compression_spec.h"
 #include "engine/compression/head_profile_file.h"
+#include "engine/compression/kv_basis_file.h"
+#include "engine/compression/pca.h"
 #include "engine/generation/generator.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/tokenizer/chat_template.h"
@@ -57,7 +61,7 @@ const std::vector<std::string>& methods() {
 }
 
 bool uniform_allocator(const std::string& method) {
-  return kvstore::default_allocator(method) == "uniform";
+  return !kvstore::is_dimension_method(method) && kvstore::default_allocator(method) == "uniform";
 }
 
 // The GPL-3 preamble (about 560 words), one line per paragraph.
@@ -108,6 +112,84 @@ int64_t tokens_held(const kvstore::KvStore& kv) {
   return total;
 }
 
+// Full-dimension and low-rank tokens of this rank's heads.
+int64_t all_tokens_held(const kvstore::KvStore& kv) {
+  int64_t total = 0;
+  for (int64_t layer = 0; layer < kv.n_layers(); ++layer) {
+    for (int64_t h = 0; h < kv.owned_kv_heads(); ++h) {
+      total += kv.head(layer, h).tokens() + kv.head(layer, h).low_rank_tokens();
+    }
+  }
+  return total;
+}
+
+// (position, rank) of every token a head holds, by position: full-dimension tokens at head_dim.
+std::vector<std::pair<int32_t, int32_t>> held_ranks(const kvstore::HeadCache& head) {
+  std::vector<std::pair<int32_t, int32_t>> out;
+  for (const int32_t p : head.positions()) out.emplace_back(p, static_cast<int32_t>(head.head_dim()));
+  for (const auto& segment : head.low_rank()) {
+    for (const int32_t p : segment.block->positions) out.emplace_back(p, static_cast<int32_t>(segment.rank()));
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// dynakv keeps every token at rank >= d/8 (13.2% of its bytes): 10% is below what it can hold.
+bool dynakv_below_floor(const std::string& method, int64_t budget) { return method == "dynakv" && budget < 90; }
+
+// ... and says so on every rank.
+void expect_floor_error(KvCompressor& c, const kvstore::KvStore& kv, int64_t budget) {
+  try {
+    c.plan(kv, budget);
+    ADD_FAILURE() << "dynakv planned below its floor";
+  } catch (const comm::JobError& e) {
+    EXPECT_NE(std::string(e.what()).find("dynakv cannot meet the budget"), std::string::npos) << e.what();
+  }
+}
+
+// A basis file for the test: per (layer, kv head) the energy-ordered PCA of the one-rank store's own
+// post-RoPE keys and values (a calibration on the prompt itself), a deterministic importance
+// predictor, and identity joint bases.
+engine::KvBasis prompt_basis(const kvstore::KvStore& kv, const std::string& identity) {
+  engine::KvBasis b;
+  b.model = identity;
+  b.n_layers = kv.n_layers();
+  b.n_kv_heads = kv.owned_kv_heads();
+  b.head_dim = kv.head_dim();
+  b.tokens = kv.next_position();
+  b.chunk = kv.next_position();
+  b.text = "compression_plan_test prompt";
+  const int64_t d = b.head_dim;
+  for (int64_t layer = 0; layer < b.n_layers; ++layer) {
+    for (int64_t h = 0; h < b.n_kv_heads; ++h) {
+      const auto& segment = kv.head(layer, h).segments().front();
+      const auto n = segment.tokens();
+      const auto keys = engine::pca(std::span<const float>(segment.keys(), static_cast<size_t>(n * d)), n, d);
+      const auto values = engine::pca(std::span<const float>(segment.values(), static_cast<size_t>(n * d)), n, d);
+      b.key_basis.insert(b.key_basis.end(), keys.components.begin(), keys.components.end());
+      b.value_basis.insert(b.value_basis.end(), values.components.begin(), values.components.end());
+      b.key_energy.insert(b.key_energy.end(), keys.eigenvalues.begin(), keys.eigenvalues.end());
+      b.value_energy.insert(b.value_energy.end(), values.eigenvalues.begin(), values.eigenvalues.end());
+      for (int64_t i = 0; i < 2 * d + 1; ++i) {
+        b.importance.push_back(0.02f * static_cast<float>((i * 13 + layer * 7 + h * 5) % 11) - 0.1f);
+      }
+    }
+  }
+  b.joint_dim = b.n_kv_heads * d;
+  const int64_t jd = b.joint_dim;
+  for (int64_t layer = 0; layer < b.n_layers; ++layer) {
+    for (int64_t k = 0; k < jd; ++k) {
+      for (int64_t c = 0; c < jd; ++c) {
+        b.joint_key_basis.push_back(k == c ? 1.0f : 0.0f);
+        b.joint_value_basis.push_back(k == c ? 1.0f : 0.0f);
+      }
+    }
+    b.joint_key_energy.insert(b.joint_key_energy.end(), static_cast<size_t>(jd), 0.0f);
+    b.joint_value_energy.insert(b.joint_value_energy.end(), static_cast<size_t>(jd), 0.0f);
+  }
+  return b;
+}
+
 int64_t plan_tokens(const KeepPlan& plan) {
   int64_t total = 0;
   for (const auto& head : plan) total += static_cast<int64_t>(head.size());
@@ -155,10 +237,11 @@ std::vector<std::vector<float>> one_rank_scores(const KvCompressor& compressor, 
     for (int64_t h = 0; h < n_heads; ++h) {
       auto& out = scores[static_cast<size_t>(layer * n_heads + h)];
       out.resize(static_cast<size_t>(kv.head(layer, h).tokens()));
-      compressor.press().score(
+      if (!compressor.press()) continue;  // dynakv: no press
+      compressor.press()->score(
           {kv.head(layer, h), kv.recent_queries(layer), h * group, group, kv.next_position()}, out);
     }
-    if (!compressor.press().shares_selection_across_heads()) continue;
+    if (!compressor.press() || !compressor.press()->shares_selection_across_heads()) continue;
     auto& first = scores[static_cast<size_t>(layer * n_heads)];
     for (int64_t h = 1; h < n_heads; ++h) {
       const auto& other = scores[static_cast<size_t>(layer * n_heads + h)];
@@ -277,6 +360,7 @@ class CompressionPlanTest : public ::testing::Test {
     comm.broadcast_vector(ids, 0);
     prompt_ = new std::vector<TokenId>(ids);
 
+    std::string basis;  // written by rank 0 once its reference store is prefilled
     // One prefill per side: the context (all but the question tail), then the tail on a copy.
     const kvstore::KvStoreOptions options{.query_window = kQueryWindow, .track_attention_mass = true};
     const std::vector<TokenId> context(ids.begin(), ids.end() - kQuestionTokens);
@@ -290,9 +374,13 @@ class CompressionPlanTest : public ::testing::Test {
       reference_->model->forward(context, *ref_context_kv_, engine::LogitsFor::kLastToken);
       ref_prompt_kv_ = new kvstore::KvStore(full_copy(*ref_context_kv_));
       reference_->model->forward(question, *ref_prompt_kv_, engine::LogitsFor::kLastToken);
+      basis = (std::filesystem::path(profile).parent_path() / "smollm2.kvbasis.gguf").string();
+      engine::write_kv_basis(basis, prompt_basis(*ref_prompt_kv_, *identity_));
       std::printf("prompt: %zu tokens (GPL-3 preamble + question); budgets %lld and %lld tokens per head\n",
                   ids.size(), static_cast<long long>(budgets()[0]), static_cast<long long>(budgets()[1]));
     }
+    comm.broadcast_string(basis, 0);
+    basis_path_ = new std::string(basis);
   }
 
   static void TearDownTestSuite() {
@@ -308,6 +396,7 @@ class CompressionPlanTest : public ::testing::Test {
       std::filesystem::remove_all(std::filesystem::path(*profile_path_).parent_path(), ignored);
     }
     delete profile_path_;
+    delete basis_path_;
     delete identity_;
     delete prompt_;
   }
@@ -336,6 +425,7 @@ class CompressionPlanTest : public ::testing::Test {
     spec.method = method;
     spec.params = kvstore::default_params(method);
     spec.params.head_profile = *profile_path_;
+    spec.params.kv_basis = *basis_path_;
     spec.budget_tokens = budget;
     auto made = engine::make_compressor(spec, *model.model, comm, testing::model_path(), *identity_);
     // The stores were built to serve every press.
@@ -351,11 +441,14 @@ class CompressionPlanTest : public ::testing::Test {
     return compressor(method, budget, *reference_, *self_comm_);
   }
 
+  static void check_dimension_compression(const std::string& method, KvCompressor& c, const engine::CompressionPlan& plan, int64_t budget);
+
   static inline testing::TestModel* sharded_ = nullptr;
   static inline comm::MpiCommunicator* self_comm_ = nullptr;  // rank 0 only
   static inline testing::TestModel* reference_ = nullptr;     // rank 0 only
   static inline std::string* identity_ = nullptr;
   static inline std::string* profile_path_ = nullptr;
+  static inline std::string* basis_path_ = nullptr;
   static inline std::vector<TokenId>* prompt_ = nullptr;
   static inline kvstore::KvStore* context_kv_ = nullptr;      // the prompt but its question tail
   static inline kvstore::KvStore* prompt_kv_ = nullptr;       // the whole prompt
@@ -388,9 +481,21 @@ TEST_F(CompressionPlanTest, PlanEqualsOneRank) {
     for (const int64_t budget : budgets()) {
       SCOPED_TRACE(method + " at " + std::to_string(budget) + " tokens per head");
       auto sharded = sharded_compressor(method, budget);
-      const KeepPlan plan = sharded->plan(*prompt_kv_, budget);
+      if (dynakv_below_floor(method, budget)) {
+        expect_floor_error(*sharded, *prompt_kv_, budget);
+        continue;
+      }
+      const auto sharded_plan = sharded->plan(*prompt_kv_, budget);
+      const KeepPlan& plan = sharded_plan.kept;
       ASSERT_EQ(static_cast<int64_t>(plan.size()), n_layers() * n_heads());
       EXPECT_TRUE(same_plan_on_every_rank(plan));
+      const bool dimensions = kvstore::is_dimension_method(method);
+      EXPECT_EQ(sharded_plan.ranks.empty(), !dimensions);
+      if (dimensions) {
+        EXPECT_TRUE(same_plan_on_every_rank(sharded_plan.ranks));
+        ASSERT_EQ(sharded_plan.ranks.size(), plan.size());
+        for (size_t h = 0; h < plan.size(); ++h) ASSERT_EQ(sharded_plan.ranks[h].size(), plan[h].size());
+      }
       for (const auto& head : plan) {
         EXPECT_TRUE(std::is_sorted(head.begin(), head.end()));
         EXPECT_EQ(std::adjacent_find(head.begin(), head.end()), head.end());
@@ -400,7 +505,23 @@ TEST_F(CompressionPlanTest, PlanEqualsOneRank) {
       }
       if (!coordinator()) continue;
       auto reference = reference_compressor(method, budget);
-      const KeepPlan expected = reference->plan(*ref_prompt_kv_, budget);
+      const auto reference_plan = reference->plan(*ref_prompt_kv_, budget);
+      const KeepPlan& expected = reference_plan.kept;
+      if (dimensions) {  // kept tokens and every kept token's rank
+        EXPECT_EQ(plan, expected);
+        EXPECT_EQ(sharded_plan.ranks, reference_plan.ranks);
+        double coefficients = 0.0;
+        for (const auto& head : sharded_plan.ranks) {
+          for (const int32_t r : head) coefficients += r;
+        }
+        const double kept = static_cast<double>(plan_tokens(plan));
+        std::printf("  %-13s %3lld tokens/head: plan and ranks %s one rank; %.0f tokens kept, mean rank %.1f\n",
+                    method.c_str(), static_cast<long long>(budget),
+                    plan == expected && sharded_plan.ranks == reference_plan.ranks ? "equal to" : "DIFFER from", kept,
+                    coefficients / std::max(1.0, kept));
+        ++settings;
+        continue;
+      }
       const auto diff =
           compare_plans(plan, expected, one_rank_scores(*reference, *ref_prompt_kv_, group), n_heads());
       EXPECT_EQ(diff.not_ties, 0) << "the sharded plan differs from the one-rank plan in " << diff.heads
@@ -437,7 +558,7 @@ TEST_F(CompressionPlanTest, TieCheckRejectsARealDifference) {
   if (!coordinator()) return;
   const int64_t budget = budgets()[0];
   auto reference = reference_compressor("snapkv", budget);
-  const KeepPlan expected = reference->plan(*ref_prompt_kv_, budget);
+  const KeepPlan expected = reference->plan(*ref_prompt_kv_, budget).kept;
   const auto scores = one_rank_scores(*reference, *ref_prompt_kv_, sharded_->model->config().group_size());
   EXPECT_TRUE(compare_plans(expected, expected, scores, n_heads()).equal());
 
@@ -472,9 +593,18 @@ TEST_F(CompressionPlanTest, CompressKeepsExactlyThePlannedTokens) {
     for (const int64_t budget : budgets()) {
       SCOPED_TRACE(method + " at " + std::to_string(budget) + " tokens per head");
       auto c = sharded_compressor(method, budget);
-      const KeepPlan plan = c->plan(*prompt_kv_, budget);
+      if (dynakv_below_floor(method, budget)) {
+        expect_floor_error(*c, *prompt_kv_, budget);
+        continue;
+      }
+      const auto full_plan = c->plan(*prompt_kv_, budget);
+      const KeepPlan& plan = full_plan.kept;
       ASSERT_FALSE(plan.empty());
       const auto local = c->local_part(plan);
+      if (kvstore::is_dimension_method(method)) {
+        check_dimension_compression(method, *c, full_plan, budget);
+        continue;
+      }
       ASSERT_EQ(static_cast<int64_t>(local.size()), n_layers() * owned);
 
       auto compressed = full_copy(*prompt_kv_);
@@ -514,6 +644,44 @@ TEST_F(CompressionPlanTest, CompressKeepsExactlyThePlannedTokens) {
   }
 }
 
+// 2b. Dimension-level methods: every rank's heads hold exactly their planned tokens at their planned
+// ranks (rank head_dim as full-dimension tokens), bytes are counted per coefficient and stay within
+// the budget's bytes.
+void CompressionPlanTest::check_dimension_compression(const std::string& method, KvCompressor& c, const engine::CompressionPlan& plan,
+                                                      int64_t budget) {
+  const int64_t owned = prompt_kv_->owned_kv_heads();
+  const int64_t first_head = sharded_->model->shard().kv_heads.begin;
+  const int64_t d = sharded_->model->config().head_dim;
+  auto compressed = full_copy(*prompt_kv_);
+  ASSERT_TRUE(c.compress(compressed, budget));
+  const auto copy = c.compressed_copy(*prompt_kv_, budget);
+  uint64_t planned_bytes = 0;  // this rank's heads
+  for (int64_t layer = 0; layer < n_layers(); ++layer) {
+    for (int64_t h = 0; h < owned; ++h) {
+      const auto index = static_cast<size_t>(layer * n_heads() + first_head + h);
+      std::vector<std::pair<int32_t, int32_t>> expected;
+      for (size_t i = 0; i < plan.kept[index].size(); ++i) {
+        expected.emplace_back(plan.kept[index][i], std::min<int32_t>(plan.ranks[index][i], static_cast<int32_t>(d)));
+        planned_bytes += static_cast<uint64_t>(2 * expected.back().second * sizeof(float) + sizeof(int32_t));
+      }
+      EXPECT_EQ(held_ranks(compressed.head(layer, h)), expected) << "layer " << layer << " head " << h;
+      EXPECT_EQ(held_ranks(copy.head(layer, h)), expected) << "layer " << layer << " head " << h;
+    }
+  }
+  EXPECT_EQ(compressed.bytes_held(), planned_bytes);
+  EXPECT_EQ(copy.bytes_held(), planned_bytes);
+  const auto bytes = static_cast<uint64_t>(sum_over_ranks(static_cast<int64_t>(compressed.bytes_held())));
+  EXPECT_LE(bytes, static_cast<uint64_t>(n_layers() * n_heads() * budget) * bytes_per_token());
+  EXPECT_EQ(sum_over_ranks(all_tokens_held(compressed)), plan_tokens(plan.kept));
+  if (coordinator()) {
+    std::printf("  %-13s %3lld tokens/head: %lld tokens held at mixed ranks, %.2f MiB = %.1f%% of the budget's bytes\n",
+                method.c_str(), static_cast<long long>(budget),
+                static_cast<long long>(plan_tokens(plan.kept)), static_cast<double>(bytes) / 1048576.0,
+                100.0 * static_cast<double>(bytes) /
+                    static_cast<double>(static_cast<uint64_t>(n_layers() * n_heads() * budget) * bytes_per_token()));
+  }
+}
+
 // 3. Greedy tokens with the prompt compressed after prefill equal the one-rank ones.
 TEST_F(CompressionPlanTest, GreedyGenerationEqualsOneRank) {
   auto& comm = testing::mpi_communicator();
@@ -535,6 +703,7 @@ TEST_F(CompressionPlanTest, GreedyGenerationEqualsOneRank) {
       const int64_t as_tokens = k == 0 ? budget : 0;
       const double as_fraction = k == 0 ? 0.0 : kBudgetFractions[k];
       SCOPED_TRACE(method + " at " + std::to_string(budget) + " tokens per head");
+      if (dynakv_below_floor(method, budget)) continue;
       auto c = sharded_compressor(method, budget);
       auto kv = full_copy(*context_kv_);
       const auto result = generator.generate(kv, question(), kGreedyTokens, {}, nullptr,
@@ -569,6 +738,8 @@ TEST_F(CompressionPlanTest, DecodeTimeCompressionKeepsTheBudget) {
                                                     kContextSize);
   }
   for (const auto& method : methods()) {
+    // Dimension-level methods compress once after prefill; dynakv's decode-time ranking has its test.
+    if (kvstore::is_dimension_method(method)) continue;
     SCOPED_TRACE(method + " at " + std::to_string(budget) + " tokens per head, every " +
                  std::to_string(kEvery) + " steps");
     auto c = sharded_compressor(method, budget);
@@ -600,6 +771,36 @@ TEST_F(CompressionPlanTest, DecodeTimeCompressionKeepsTheBudget) {
                 static_cast<double>(total) / static_cast<double>(n_layers() * n_heads()),
                 result.tokens == expected.tokens ? "equal to" : "DIFFER from");
   }
+}
+
+// 4b. DynaKV during decode (every 4 steps): the full-dimension tokens that arrived since are ranked by
+// the importance predictor at the budget's share of bytes; nothing is evicted; tokens equal one rank.
+TEST_F(CompressionPlanTest, DynaKvRanksDecodeTokens) {
+  auto& comm = testing::mpi_communicator();
+  const int64_t budget = budgets()[1];
+  engine::Generator generator(*sharded_->model, *sharded_->tokenizer, comm, kContextSize);
+  auto c = sharded_compressor("dynakv", budget);
+  auto kv = full_copy(*context_kv_);
+  const auto result = generator.generate(kv, question(), kDecodeTokens, {}, nullptr,
+                                         engine::KvCompression{c.get(), 0, kBudgetFractions[1], kEvery});
+  ASSERT_EQ(static_cast<int64_t>(result.tokens.size()), kDecodeTokens);
+  const int64_t positions = n_prompt() + kDecodeTokens - 1;
+  EXPECT_EQ(sum_over_ranks(all_tokens_held(kv)), n_layers() * n_heads() * positions);  // no eviction
+  // Full-dimension tokens left: the window, the top-ranked ones and at most kEvery - 1 new ones per head.
+  const auto bytes = static_cast<double>(sum_over_ranks(static_cast<int64_t>(kv.bytes_held())));
+  const auto full = static_cast<double>(sum_over_ranks(static_cast<int64_t>(kv.full_bytes())));
+  EXPECT_LE(bytes, (kBudgetFractions[1] + 0.03) * full);
+  EXPECT_LT(sum_over_ranks(tokens_held(kv)), n_layers() * n_heads() * positions / 2);
+  if (!coordinator()) return;
+  engine::Generator reference(*reference_->model, *reference_->tokenizer, *self_comm_, kContextSize);
+  auto rc = reference_compressor("dynakv", budget);
+  auto ref_kv = full_copy(*ref_context_kv_);
+  const auto expected = reference.generate(ref_kv, question(), kDecodeTokens, {}, nullptr,
+                                           engine::KvCompression{rc.get(), 0, kBudgetFractions[1], kEvery});
+  EXPECT_EQ(result.tokens, expected.tokens);
+  std::printf("  dynakv %.0f%%, every %lld: %.1f%% of full KV bytes after %lld decode steps; tokens %s one rank\n",
+              100 * kBudgetFractions[1], static_cast<long long>(kEvery), 100.0 * bytes / full,
+              static_cast<long long>(kDecodeTokens), result.tokens == expected.tokens ? "equal to" : "DIFFER from");
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
-// The kv basis side file (engine/compression/kv_basis_file.h): a write/read round trip is exact, a
-// basis for another model is refused by check_kv_basis_fits, and corrupted or malformed files are
-// refused by read_kv_basis with an error naming the file and what was wrong.
+// The kv basis side file (engine/compression/kv_basis_file.h): a write/read round trip is exact
+// (per-head and joint bases, importance weights), a basis for another model is refused by
+// check_kv_basis_fits, corrupted or malformed files are refused by read_kv_basis with an error
+// naming the file and what was wrong, and predict_importance is the documented dot product.
 #include "engine/compression/kv_basis_file.h"
 
 #include <gtest/gtest.h>
@@ -33,7 +34,8 @@ LlamaConfig test_config() {
   return config;
 }
 
-// A valid basis: per (layer, head), the PCA of a few pseudo-random vectors (orthonormal, sorted).
+// A valid basis: per (layer, head) and per layer (joint, D = 24), the PCA of a few pseudo-random
+// vectors (orthonormal, sorted); pseudo-random importance weights.
 KvBasis test_basis() {
   KvBasis basis;
   basis.model = kModel;
@@ -60,6 +62,19 @@ KvBasis test_basis() {
       auto* energy = which == &basis.key_basis ? &basis.key_energy : &basis.value_energy;
       energy->insert(energy->end(), p.eigenvalues.begin(), p.eigenvalues.end());
     }
+    for (int64_t i = 0; i < 2 * d + 1; ++i) basis.importance.push_back(next());
+  }
+  basis.joint_dim = basis.n_kv_heads * d;
+  const int64_t joint = basis.joint_dim;
+  for (int64_t layer = 0; layer < basis.n_layers; ++layer) {
+    for (auto* which : {&basis.joint_key_basis, &basis.joint_value_basis}) {
+      std::vector<float> x(static_cast<size_t>(40 * joint));
+      for (auto& v : x) v = next();
+      const Pca p = pca(x, 40, joint);
+      which->insert(which->end(), p.components.begin(), p.components.end());
+      auto* energy = which == &basis.joint_key_basis ? &basis.joint_key_energy : &basis.joint_value_energy;
+      energy->insert(energy->end(), p.eigenvalues.begin(), p.eigenvalues.end());
+    }
   }
   return basis;
 }
@@ -78,6 +93,7 @@ class KvBasisFile : public ::testing::Test {
     const auto d = static_cast<uint64_t>(b.head_dim);
     const auto h = static_cast<uint64_t>(b.n_kv_heads);
     const auto l = static_cast<uint64_t>(b.n_layers);
+    const auto joint = d * h;
     GgufWriter writer;
     writer.set_string("general.type", "kvshrink.kv_basis");
     writer.set_string("kvshrink.kv_basis.model", b.model);
@@ -87,6 +103,19 @@ class KvBasisFile : public ::testing::Test {
     if (!b.value_basis.empty()) writer.add_f32_tensor("value_basis", {d, d, h, l}, b.value_basis);
     if (!b.key_energy.empty()) writer.add_f32_tensor("key_energy", {d, h, l}, b.key_energy);
     if (!b.value_energy.empty()) writer.add_f32_tensor("value_energy", {d, h, l}, b.value_energy);
+    // The importance tensor takes its dims from the array, so a wrong-size one can be written.
+    if (!b.importance.empty()) {
+      const auto per_head = static_cast<uint64_t>(b.importance.size()) / (h * l);
+      writer.add_f32_tensor("importance_weights", {per_head, h, l}, b.importance);
+    }
+    if (!b.joint_key_basis.empty())
+      writer.add_f32_tensor("joint_key_basis", {joint, joint, l}, b.joint_key_basis);
+    if (!b.joint_value_basis.empty())
+      writer.add_f32_tensor("joint_value_basis", {joint, joint, l}, b.joint_value_basis);
+    if (!b.joint_key_energy.empty())
+      writer.add_f32_tensor("joint_key_energy", {joint, l}, b.joint_key_energy);
+    if (!b.joint_value_energy.empty())
+      writer.add_f32_tensor("joint_value_energy", {joint, l}, b.joint_value_energy);
     const auto path = dir_ / "bad.kvbasis.gguf";
     writer.write(path);
     try {
@@ -124,9 +153,19 @@ TEST_F(KvBasisFile, RoundTripIsExact) {
   EXPECT_EQ(back.value_basis, basis.value_basis);
   EXPECT_EQ(back.key_energy, basis.key_energy);
   EXPECT_EQ(back.value_energy, basis.value_energy);
+  EXPECT_EQ(back.importance, basis.importance);
+  EXPECT_EQ(back.joint_dim, 24);
+  EXPECT_EQ(back.joint_key_basis, basis.joint_key_basis);
+  EXPECT_EQ(back.joint_value_basis, basis.joint_value_basis);
+  EXPECT_EQ(back.joint_key_energy, basis.joint_key_energy);
+  EXPECT_EQ(back.joint_value_energy, basis.joint_value_energy);
   // Block accessors: (layer 1, head 2) is the last block.
   EXPECT_EQ(back.key(1, 2).data(), back.key_basis.data() + 5 * 64);
   EXPECT_EQ(back.value_energies(1, 2).size(), 8u);
+  EXPECT_EQ(back.importance_weights(1, 2).data(), back.importance.data() + 5 * 17);
+  EXPECT_EQ(back.importance_weights(1, 2).size(), 17u);
+  EXPECT_EQ(back.joint_key(1).data(), back.joint_key_basis.data() + 24 * 24);
+  EXPECT_EQ(back.joint_value(0).size(), 24u * 24u);
   EXPECT_NO_THROW(check_kv_basis_fits(back, kModel, test_config(), path));
 }
 
@@ -176,6 +215,45 @@ TEST_F(KvBasisFile, WriteRefusesInconsistentArrays) {
   basis = test_basis();
   basis.n_layers = 0;
   EXPECT_THROW(write_kv_basis(dir_ / "x.gguf", basis), std::invalid_argument);
+  basis = test_basis();
+  basis.importance.push_back(0.0f);
+  EXPECT_THROW(write_kv_basis(dir_ / "x.gguf", basis), std::invalid_argument);
+  basis = test_basis();
+  basis.joint_value_basis.resize(24 * 24);
+  EXPECT_THROW(write_kv_basis(dir_ / "x.gguf", basis), std::invalid_argument);
+  basis = test_basis();
+  basis.joint_key_energy.pop_back();
+  EXPECT_THROW(write_kv_basis(dir_ / "x.gguf", basis), std::invalid_argument);
+  basis = test_basis();
+  basis.joint_dim = 8;
+  EXPECT_THROW(write_kv_basis(dir_ / "x.gguf", basis), std::invalid_argument);
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "x.gguf"));
+}
+
+// predict_importance = w[0, d) . key + w[d, 2d) . value + w[2d], checked on a hand-made case.
+TEST_F(KvBasisFile, PredictImportanceIsTheDotProduct) {
+  const std::vector<float> weights = {1.0f, -2.0f, 0.5f, 3.0f, 0.25f};  // d = 2: key, value, bias
+  const float key[] = {2.0f, 1.0f};
+  const float value[] = {4.0f, -8.0f};
+  // 1*2 - 2*1 + 0.5*4 + 3*(-8) + 0.25 = -21.75
+  EXPECT_FLOAT_EQ(predict_importance(weights, key, value, 2), -21.75f);
+  // The weights of a round-tripped file, at (layer 1, head 0).
+  const KvBasis basis = test_basis();
+  write_kv_basis(dir_ / "model.kvbasis.gguf", basis);
+  const KvBasis back = read_kv_basis(dir_ / "model.kvbasis.gguf");
+  std::vector<float> k(8);
+  std::vector<float> v(8);
+  for (int i = 0; i < 8; ++i) {
+    k[static_cast<size_t>(i)] = 0.1f * static_cast<float>(i + 1);
+    v[static_cast<size_t>(i)] = -0.2f * static_cast<float>(i);
+  }
+  const auto w = back.importance_weights(1, 0);
+  double expected = w[16];
+  for (int i = 0; i < 8; ++i)
+    expected += static_cast<double>(w[i]) * k[i] + static_cast<double>(w[8 + i]) * v[i];
+  EXPECT_NEAR(predict_importance(w, k.data(), v.data(), 8), expected, 1e-5);
+  EXPECT_THROW(predict_importance(std::span<const float>(weights).first(4), key, value, 2),
+               std::invalid_argument);
 }
 
 TEST_F(KvBasisFile, NotABasisFile) {
@@ -226,6 +304,68 @@ TEST_F(KvBasisFile, CorruptedFilesAreRefused) {
                  no_writer_edit, "not descending");
 }
 
+TEST_F(KvBasisFile, CorruptedImportanceAndJointTensorsAreRefused) {
+  // Importance weights of the wrong size: 2d (16) instead of 2d + 1 (17) per head.
+  expect_refused([](KvBasis& b) { b.importance.resize(6 * 16); }, no_writer_edit,
+                 "tensor 'importance_weights' has dims [16, 3, 2], expected [17, 3, 2]");
+  // A non-finite importance weight.
+  expect_refused([](KvBasis& b) { b.importance[20] = std::numeric_limits<float>::infinity(); },
+                 no_writer_edit, "tensor 'importance_weights' has a value that is not finite");
+  // Importance or a joint tensor missing.
+  expect_refused([](KvBasis& b) { b.importance.clear(); }, no_writer_edit, "no tensor 'importance_weights'");
+  expect_refused([](KvBasis& b) { b.joint_value_energy.clear(); }, no_writer_edit,
+                 "no tensor 'joint_value_energy'");
+  // A joint basis that is not orthonormal (layer 1: two vectors equal; layer 0: one vector scaled).
+  expect_refused(
+      [](KvBasis& b) {
+        for (int i = 0; i < 24; ++i) b.joint_key_basis[24 * 24 + 5 * 24 + i] = b.joint_key_basis[24 * 24 + i];
+      },
+      no_writer_edit, "'joint_key_basis' of layer 1: vectors 0 and 5");
+  expect_refused(
+      [](KvBasis& b) {
+        for (int i = 0; i < 24; ++i) b.joint_value_basis[23 * 24 + i] *= 0.9f;
+      },
+      no_writer_edit, "not orthonormal");
+  // Joint energies out of order, negative, or not finite.
+  expect_refused([](KvBasis& b) { b.joint_key_energy[24 + 3] = b.joint_key_energy[24 + 2] * 2.0f + 1.0f; },
+                 no_writer_edit, "'joint_key_energy' of layer 1: energies are not descending");
+  expect_refused([](KvBasis& b) { b.joint_value_energy[23] = -0.5f; }, no_writer_edit, "energy 23");
+  expect_refused([](KvBasis& b) { b.joint_value_basis[7] = std::numeric_limits<float>::quiet_NaN(); },
+                 no_writer_edit, "tensor 'joint_value_basis' has a value that is not finite");
+}
+
+TEST_F(KvBasisFile, MismatchedJointShapesAreRefused) {
+  const KvBasis b = test_basis();
+  GgufWriter writer;
+  writer.set_string("general.type", "kvshrink.kv_basis");
+  writer.set_string("kvshrink.kv_basis.model", b.model);
+  writer.set_string("kvshrink.kv_basis.key_space", "post-rope");
+  writer.add_f32_tensor("key_basis", {8, 8, 3, 2}, b.key_basis);
+  writer.add_f32_tensor("value_basis", {8, 8, 3, 2}, b.value_basis);
+  writer.add_f32_tensor("key_energy", {8, 3, 2}, b.key_energy);
+  writer.add_f32_tensor("value_energy", {8, 3, 2}, b.value_energy);
+  writer.add_f32_tensor("importance_weights", {17, 3, 2}, b.importance);
+  // D x D per layer but D = 16, not 3 kv heads x 8 (the floats of 2 layers of 24 x 24 would not
+  // fit either: this is 16 x 16 x 4 = 1024 floats from the start of the array).
+  const std::vector<float> wrong(b.joint_key_basis.begin(), b.joint_key_basis.begin() + 16 * 16 * 4);
+  writer.add_f32_tensor("joint_key_basis", {16, 16, 4}, wrong);
+  writer.add_f32_tensor("joint_value_basis", {24, 24, 2}, b.joint_value_basis);
+  writer.add_f32_tensor("joint_key_energy", {24, 2}, b.joint_key_energy);
+  writer.add_f32_tensor("joint_value_energy", {24, 2}, b.joint_value_energy);
+  const auto path = dir_ / "joint.kvbasis.gguf";
+  writer.write(path);
+  try {
+    read_kv_basis(path);
+    ADD_FAILURE() << "accepted";
+  } catch (const std::runtime_error& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("tensor 'joint_key_basis' has dims [16, 16, 4], expected [24, 24, 2]"),
+              std::string::npos)
+        << message;
+    EXPECT_NE(message.find(path.string()), std::string::npos) << message;
+  }
+}
+
 TEST_F(KvBasisFile, MismatchedShapesAreRefused) {
   auto write_and_expect = [&](const std::function<void(GgufWriter&, const KvBasis&)>& add_tensors,
                               const std::string& expected) {
@@ -248,7 +388,7 @@ TEST_F(KvBasisFile, MismatchedShapesAreRefused) {
     w.add_f32_tensor("value_basis", {8, 8, 3, 2}, b.value_basis);
     w.add_f32_tensor("key_energy", {8, 3, 2}, b.key_energy);
     w.add_f32_tensor("value_energy", {8, 3, 2}, b.value_energy);
-  };
+  };  // the importance and joint tensors are not reached: the per-head shapes fail first
   // key_basis not square per head: [8, 16, 3, 1] holds as many floats as [8, 8, 3, 2].
   write_and_expect(
       [&](GgufWriter& w, const KvBasis& b) {

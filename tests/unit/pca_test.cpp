@@ -1,5 +1,6 @@
 // Energy-ordered uncentered PCA (engine/compression/pca.h): orthonormal eigenvectors, descending
-// eigenvalues, exact reconstruction at full rank, and known small cases.
+// eigenvalues, exact reconstruction at full rank, and known small cases; ridge_solve on its normal
+// equations.
 #include "engine/compression/pca.h"
 
 #include <gtest/gtest.h>
@@ -163,6 +164,62 @@ TEST(Pca, BadInputThrows) {
   EXPECT_THROW(symmetric_eigen(nan_matrix, 2), std::runtime_error);
   const std::vector<double> three(3, 1.0);
   EXPECT_THROW(symmetric_eigen(three, 2), std::invalid_argument);
+}
+
+// Exact data y = X w (no noise) from SecondMoment rows [x, y]: lambda 0 recovers w, and the
+// normal equations are the blocks of the moment matrix.
+TEST(RidgeSolve, RecoversExactLinearData) {
+  const int64_t p = 5;
+  const std::vector<double> w = {0.5, -2.0, 1.25, 3.0, -0.75};
+  const auto x = random_samples(200, p, 7);
+  std::vector<float> rows;
+  for (int64_t t = 0; t < 200; ++t) {
+    double y = 0.0;
+    for (int64_t i = 0; i < p; ++i) {
+      rows.push_back(x[static_cast<size_t>(t * p + i)]);
+      y += w[static_cast<size_t>(i)] * x[static_cast<size_t>(t * p + i)];
+    }
+    rows.push_back(static_cast<float>(y));
+  }
+  SecondMoment moment(p + 1);
+  moment.add(rows, 200);
+  const auto m = moment.matrix();
+  std::vector<double> gram;
+  std::vector<double> rhs;
+  for (int64_t i = 0; i < p; ++i) {
+    for (int64_t j = 0; j < p; ++j) gram.push_back(m[static_cast<size_t>(i * (p + 1) + j)]);
+    rhs.push_back(m[static_cast<size_t>(i * (p + 1) + p)]);
+  }
+  const auto fit = ridge_solve(gram, rhs, p, 0.0);
+  ASSERT_EQ(fit.size(), static_cast<size_t>(p));
+  // y was rounded to float: the fit is exact to float precision.
+  for (int64_t i = 0; i < p; ++i) EXPECT_NEAR(fit[static_cast<size_t>(i)], w[static_cast<size_t>(i)], 1e-4);
+}
+
+// Known 2-D case: gram diag(4, 1), rhs (4, 1), lambda 1: w = (4/5, 1/2); only the upper triangle
+// is read (garbage below the diagonal is ignored).
+TEST(RidgeSolve, KnownCaseAndShrinkage) {
+  const std::vector<double> gram = {4.0, 0.0, 99.0, 1.0};
+  const std::vector<double> rhs = {4.0, 1.0};
+  const auto plain = ridge_solve(gram, rhs, 2, 0.0);
+  EXPECT_NEAR(plain[0], 1.0, 1e-12);
+  EXPECT_NEAR(plain[1], 1.0, 1e-12);
+  const auto ridge = ridge_solve(gram, rhs, 2, 1.0);
+  EXPECT_NEAR(ridge[0], 0.8, 1e-12);
+  EXPECT_NEAR(ridge[1], 0.5, 1e-12);
+}
+
+TEST(RidgeSolve, SingularNeedsLambdaAndBadInputThrows) {
+  const std::vector<double> singular = {1.0, 1.0, 1.0, 1.0};
+  const std::vector<double> rhs = {1.0, 1.0};
+  EXPECT_THROW(ridge_solve(singular, rhs, 2, 0.0), std::runtime_error);
+  const auto w = ridge_solve(singular, rhs, 2, 1e-3);
+  EXPECT_NEAR(w[0], w[1], 1e-9);
+  EXPECT_NEAR(w[0] + w[1], 1.0, 1e-2);
+  EXPECT_THROW(ridge_solve(singular, std::vector<double>(3, 1.0), 2, 0.0), std::invalid_argument);
+  EXPECT_THROW(ridge_solve(singular, rhs, 2, -1.0), std::invalid_argument);
+  const std::vector<double> nan_gram = {std::nan(""), 0.0, 0.0, 1.0};
+  EXPECT_THROW(ridge_solve(nan_gram, rhs, 2, 0.0), std::runtime_error);
 }
 
 }  // namespace

@@ -1,0 +1,164 @@
+#include "engine/compression/dimension_method.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+
+#include "engine/compression/kv_basis_file.h"
+#include "engine/compression/low_rank_projection.h"
+#include "kvstore/press.h"
+#include "kvstore/rank_allocation.h"
+
+namespace kvshrink::engine {
+
+namespace {
+constexpr float kForbidden = std::numeric_limits<float>::infinity();
+}
+
+DimensionMethod::DimensionMethod(DimensionConfig config, std::vector<std::shared_ptr<const kvstore::HeadBasis>> bases,
+                                 std::vector<std::vector<float>> predictors)
+    : config_(std::move(config)), bases_(std::move(bases)), predictors_(std::move(predictors)) {
+  if (config_.ranks.empty()) throw std::invalid_argument("dimension method: no candidate ranks");
+  if (config_.kind == DimensionKind::kMixedDim) options_.push_back(0);
+  options_.insert(options_.end(), config_.ranks.begin(), config_.ranks.end());
+  if (config_.kind == DimensionKind::kDynaKv && predictors_.size() != bases_.size()) {
+    throw std::invalid_argument("dynakv: a predictor per head is needed");
+  }
+}
+
+int64_t DimensionMethod::features_per_token() const {
+  return static_cast<int64_t>(options_.size()) + (config_.kind == DimensionKind::kDynaKv ? 1 : 0);
+}
+
+int64_t DimensionMethod::eviction_budget(int64_t budget_tokens) const {
+  return static_cast<int64_t>(std::ceil(static_cast<double>(budget_tokens) / config_.rate));
+}
+
+std::vector<std::vector<float>> DimensionMethod::local_features(const kvstore::KvStore& kv,
+                                                                kernels::Backend& backend) const {
+  const int64_t owned = kv.owned_kv_heads();
+  const int64_t width = features_per_token();
+  const auto n_options = static_cast<int64_t>(options_.size());
+  std::vector<std::vector<float>> out(static_cast<size_t>(kv.n_layers() * owned));
+  for (int64_t layer = 0; layer < kv.n_layers(); ++layer) {
+    for (int64_t h = 0; h < owned; ++h) {
+      const auto index = static_cast<size_t>(layer * owned + h);
+      const auto& head = kv.head(layer, h);
+      const auto& basis = *bases_[index];
+      const auto errors = reconstruction_errors(head, basis, options_, backend);
+      const int64_t n = head.tokens();
+      auto& features = out[index];
+      features.resize(static_cast<size_t>(n * width));
+      for (int64_t t = 0; t < n; ++t) {
+        std::copy_n(errors.begin() + t * n_options, n_options, features.begin() + t * width);
+      }
+      if (config_.kind != DimensionKind::kDynaKv) continue;
+      int64_t t = 0;  // predicted importance from the pre-RoPE key and the value
+      kvstore::HeadBasis pre_rope = basis;
+      pre_rope.pre_rope = true;
+      for (const auto& segment : head.segments()) {
+        const auto keys = keys_in_basis_space(segment.keys(), segment.positions(), segment.tokens(), pre_rope, backend);
+        for (int64_t i = 0; i < segment.tokens(); ++i, ++t) {
+          const float log_importance = predict_importance(predictors_[index], keys.data() + i * kv.head_dim(),
+                                                          segment.values() + i * kv.head_dim(), kv.head_dim());
+          features[static_cast<size_t>(t * width + n_options)] = std::exp(std::clamp(log_importance, -30.0f, 30.0f));
+        }
+      }
+    }
+  }
+  return out;
+}
+
+void DimensionMethod::solve(const DimensionInput& in, std::vector<std::vector<int32_t>>& kept, RankPlan& ranks) const {
+  const int64_t heads = in.n_layers * in.n_heads;
+  const int64_t width = features_per_token();
+  const auto n_options = static_cast<int64_t>(options_.size());
+  std::vector<double> costs;
+  for (const int32_t r : options_) costs.push_back(kvstore::rank_cost(r));
+  const double full_cost = kvstore::rank_cost(in.head_dim);
+  kept.assign(static_cast<size_t>(heads), {});
+  ranks.assign(static_cast<size_t>(heads), {});
+
+  if (config_.kind == DimensionKind::kMixedDim) {
+    // One knapsack over every token of every head.
+    std::vector<float> losses;
+    std::vector<std::pair<int32_t, int32_t>> owner;  // (head, token) of each item
+    for (int64_t h = 0; h < heads; ++h) {
+      const auto& scores = in.scores[static_cast<size_t>(h)];
+      const auto& features = in.features[static_cast<size_t>(h)];
+      const double weight = config_.head_weights.empty() ? 1.0 : config_.head_weights[static_cast<size_t>(h)];
+      for (size_t t = 0; t < scores.size(); ++t) {
+        owner.emplace_back(static_cast<int32_t>(h), static_cast<int32_t>(t));
+        for (int64_t j = 0; j < n_options; ++j) {
+          const float error = features[t * static_cast<size_t>(width) + static_cast<size_t>(j)];
+          if (scores[t] == kvstore::kAlwaysKeep) {  // the observation window keeps the top rank
+            losses.push_back(j + 1 == n_options ? 0.0f : kForbidden);
+          } else {
+            losses.push_back(static_cast<float>(weight * std::max(0.0f, scores[t]) * error));
+          }
+        }
+      }
+    }
+    const double budget = static_cast<double>(heads * in.budget_tokens) * full_cost;
+    const auto choice = kvstore::choose_options(losses, static_cast<int64_t>(owner.size()), costs, budget);
+    for (size_t i = 0; i < owner.size(); ++i) {
+      const int32_t rank = options_[static_cast<size_t>(choice[i])];
+      if (rank == 0) continue;
+      kept[static_cast<size_t>(owner[i].first)].push_back(owner[i].second);
+      ranks[static_cast<size_t>(owner[i].first)].push_back(rank);
+    }
+    return;
+  }
+
+  // DynaKV: per head, ranks for the tokens the press kept, at the budget's share of dimensions.
+  const double share = static_cast<double>(in.budget_tokens) / static_cast<double>(std::max<int64_t>(1, in.next_position));
+  for (int64_t h = 0; h < heads; ++h) {
+    const auto& features = in.features[static_cast<size_t>(h)];
+    const auto& scores = in.scores[static_cast<size_t>(h)];
+    const auto& head_kept = in.kept[static_cast<size_t>(h)];
+    const auto n_tokens = static_cast<int64_t>(features.size()) / width;
+    std::vector<float> losses;
+    for (const int32_t t : head_kept) {
+      const bool top = scores.empty() ? t >= n_tokens - config_.window : scores[static_cast<size_t>(t)] == kvstore::kAlwaysKeep;
+      const float importance = features[static_cast<size_t>(t * width + n_options)];
+      for (int64_t j = 0; j < n_options; ++j) {
+        const float error = features[static_cast<size_t>(t * width + j)];
+        losses.push_back(top ? (j + 1 == n_options ? 0.0f : kForbidden) : importance * error);
+      }
+    }
+    // snapkv+dynakv: the head's token-equivalent budget; dynakv alone: the budget's share of every
+    // position's full bytes, less what the head's earlier low-rank tokens hold
+    const double budget =
+        scores.empty() ? share * static_cast<double>(in.next_position) * full_cost -
+                             static_cast<double>(in.low_rank_words[static_cast<size_t>(h)])
+                       : static_cast<double>(in.budget_tokens) * full_cost;
+    std::vector<int32_t> choice;
+    try {
+      choice = kvstore::choose_options(losses, static_cast<int64_t>(head_kept.size()), costs, budget);
+    } catch (const std::range_error&) {
+      throw std::range_error(fmt::format(
+          "dynakv cannot meet the budget: every kept token holds at least rank {} of {} ({:.1f}% of its bytes); "
+          "raise the budget, add a lower --ranks candidate, or evict first with --press snapkv+dynakv",
+          options_.front(), in.head_dim, 100.0 * costs.front() / full_cost));
+    }
+    kept[static_cast<size_t>(h)] = head_kept;
+    for (const auto j : choice) ranks[static_cast<size_t>(h)].push_back(options_[static_cast<size_t>(j)]);
+  }
+}
+
+void DimensionMethod::apply(kvstore::KvStore& kv, const kvstore::LocalKeepPlan& kept, const kvstore::LocalKeepPlan& ranks,
+                            kernels::Backend& backend) const {
+  const int64_t owned = kv.owned_kv_heads();
+  for (int64_t layer = 0; layer < kv.n_layers(); ++layer) {
+    for (int64_t h = 0; h < owned; ++h) {
+      const auto index = static_cast<size_t>(layer * owned + h);
+      kv.head(layer, h) = mixed_dimension_copy(kv.head(layer, h), kept[index], ranks[index], bases_[index], backend);
+    }
+  }
+  kv.account();
+}
+
+}  // namespace kvshrink::engine
