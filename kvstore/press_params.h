@@ -24,6 +24,7 @@ struct PressParams {
   std::vector<int32_t> ranks;     // candidate ranks, each dividing head_dim; empty = d, d/2, d/4, d/8
   double dyna_rate = 15.0 / 32.0;  // snapkv+dynakv: mean share of dimensions kept tokens keep
   std::string kv_basis;           // calibrated basis file (calibrate); "" = next to the model
+  bool joint_basis = false;       // DynaKV: one basis across a layer's kv heads (one rank holds them all)
 };
 
 }  // namespace kvshrink::kvstore

@@ -66,6 +66,9 @@ void add_compression_options(CLI::App& cmd, CompressionOptions& o, bool several)
   cmd.add_option("--kv-basis", o.kv_basis,
                  "Calibrated key/value bases for mixeddimkv(-h) and dynakv (default: <model>.kvbasis.gguf, from "
                  "`kvshrink calibrate`)");
+  cmd.add_flag("--joint-basis", o.joint_basis,
+               "dynakv, snapkv+dynakv: the joint basis across a layer's kv heads (as the DynaKV paper; one "
+               "eviction for all heads of a layer; needs every kv head on one rank, i.e. mpirun -np 1)");
   cmd.add_option(
       "--compress-every", o.compress_every,
       "Re-compact to the budget every N decode steps (default: 1 for h2o and streamingllm, else 0 = "
@@ -94,6 +97,7 @@ engine::CompressionSpec make_spec(const CompressionOptions& o, const std::string
   p.ranks = o.ranks;
   if (o.dyna_rate) p.dyna_rate = *o.dyna_rate;
   p.kv_basis = o.kv_basis;
+  p.joint_basis = o.joint_basis;
   spec.compress_every = o.compress_every.value_or(press == "h2o" || press == "streamingllm" ? 1 : 0);
   return spec;
 }

@@ -30,6 +30,7 @@ struct CompressionOptions {
   std::vector<int32_t> ranks;
   std::optional<double> dyna_rate;
   std::string kv_basis;
+  bool joint_basis = false;
 };
 
 // several: --press and the budgets take comma-separated lists (eval, bench).

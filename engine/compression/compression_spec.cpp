@@ -63,6 +63,9 @@ void validate(const CompressionSpec& spec) {
   if (!(p.r_max >= 1.0)) throw std::invalid_argument("--r-max must be >= 1");
   if (spec.compress_every < 0) throw std::invalid_argument("--compress-every must be >= 0");
   if (!(p.dyna_rate > 0.0 && p.dyna_rate <= 1.0)) throw std::invalid_argument("--dyna-rate must be in (0, 1]");
+  if (p.joint_basis && spec.method != "dynakv" && spec.method != "snapkv+dynakv") {
+    throw std::invalid_argument(fmt::format("--joint-basis is for dynakv and snapkv+dynakv, not {}", spec.method));
+  }
   if (spec.compress_every > 0 && kvstore::is_dimension_method(spec.method) && spec.method != "dynakv") {
     throw std::invalid_argument(fmt::format(
         "--compress-every does not apply to {}: it compresses once after prefill (dynakv ranks decode tokens)",
@@ -173,7 +176,39 @@ std::unique_ptr<DimensionMethod> make_dimension_method(const CompressionSpec& sp
       predictors.emplace_back(weights.begin(), weights.end());
     }
   }
-  return std::make_unique<DimensionMethod>(std::move(dims), std::move(bases), std::move(predictors));
+  std::vector<std::shared_ptr<const JointBasis>> joint;
+  if (spec.params.joint_basis) {
+    if (heads.size() != config.n_head_kv) {
+      throw std::runtime_error(fmt::format(
+          "--joint-basis needs every kv head of a layer on one rank, but a rank holds {} of the {} kv heads (run "
+          "with mpirun -np 1, or leave --joint-basis out for the per-head bases)",
+          heads.size(), config.n_head_kv));
+    }
+    dims.joint = true;
+    const int64_t dim = basis.joint_dim;
+    for (int64_t layer = 0; layer < config.n_layers; ++layer) {
+      auto layer_basis = std::make_shared<JointBasis>();
+      layer_basis->dim = dim;
+      const auto key = basis.joint_key(layer);
+      const auto value = basis.joint_value(layer);
+      layer_basis->key.assign(key.begin(), key.end());
+      layer_basis->value.assign(value.begin(), value.end());
+      for (int64_t h = 0; h < config.n_head_kv; ++h) {  // head h's components of every joint vector
+        auto view = std::make_shared<kvstore::HeadBasis>();
+        view->head_dim = d;
+        view->latent_dim = dim;
+        view->pre_rope = basis.key_space == KeySpace::kPreRope;
+        view->rope_base = config.rope_freq_base;
+        for (int64_t k = 0; k < dim; ++k) {
+          view->key.insert(view->key.end(), key.begin() + k * dim + h * d, key.begin() + k * dim + (h + 1) * d);
+          view->value.insert(view->value.end(), value.begin() + k * dim + h * d, value.begin() + k * dim + (h + 1) * d);
+        }
+        layer_basis->heads.push_back(std::move(view));
+      }
+      joint.push_back(std::move(layer_basis));
+    }
+  }
+  return std::make_unique<DimensionMethod>(std::move(dims), std::move(bases), std::move(predictors), std::move(joint));
 }
 
 }  // namespace

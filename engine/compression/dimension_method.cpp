@@ -19,11 +19,19 @@ constexpr float kForbidden = std::numeric_limits<float>::infinity();
 }
 
 DimensionMethod::DimensionMethod(DimensionConfig config, std::vector<std::shared_ptr<const kvstore::HeadBasis>> bases,
-                                 std::vector<std::vector<float>> predictors)
-    : config_(std::move(config)), bases_(std::move(bases)), predictors_(std::move(predictors)) {
+                                 std::vector<std::vector<float>> predictors,
+                                 std::vector<std::shared_ptr<const JointBasis>> joint_bases)
+    : config_(std::move(config)),
+      bases_(std::move(bases)),
+      predictors_(std::move(predictors)),
+      joint_bases_(std::move(joint_bases)) {
   if (config_.ranks.empty()) throw std::invalid_argument("dimension method: no candidate ranks");
+  if (config_.joint && (config_.kind != DimensionKind::kDynaKv || joint_bases_.empty())) {
+    throw std::invalid_argument("the joint basis is for dynakv, with a joint basis per layer");
+  }
   if (config_.kind == DimensionKind::kMixedDim) options_.push_back(0);
-  options_.insert(options_.end(), config_.ranks.begin(), config_.ranks.end());
+  const int64_t scale = config_.joint ? static_cast<int64_t>(joint_bases_[0]->heads.size()) : 1;
+  for (const int32_t r : config_.ranks) options_.push_back(static_cast<int32_t>(r * scale));
   if (config_.kind == DimensionKind::kDynaKv && predictors_.size() != bases_.size()) {
     throw std::invalid_argument("dynakv: a predictor per head is needed");
   }
@@ -37,12 +45,47 @@ int64_t DimensionMethod::eviction_budget(int64_t budget_tokens) const {
   return static_cast<int64_t>(std::ceil(static_cast<double>(budget_tokens) / config_.rate));
 }
 
+// Joint basis: the layer's features (errors in the joint basis, importance = mean over the heads'
+// predictions), the same for every head of the layer.
+void DimensionMethod::out_joint_layer(const kvstore::KvStore& kv, int64_t layer, kernels::Backend& backend,
+                                      std::vector<std::vector<float>>& out) const {
+  const int64_t owned = kv.owned_kv_heads();
+  const int64_t d = kv.head_dim();
+  const int64_t width = features_per_token();
+  const auto n_options = static_cast<int64_t>(options_.size());
+  std::vector<const kvstore::HeadCache*> heads;
+  for (int64_t h = 0; h < owned; ++h) heads.push_back(&kv.head(layer, h));
+  const auto errors = joint_reconstruction_errors(heads, *joint_bases_[static_cast<size_t>(layer)], options_, backend);
+  const int64_t n = heads[0]->tokens();
+  std::vector<float> features(static_cast<size_t>(n * width), 0.0f);
+  for (int64_t t = 0; t < n; ++t) std::copy_n(errors.begin() + t * n_options, n_options, features.begin() + t * width);
+  for (int64_t h = 0; h < owned; ++h) {
+    kvstore::HeadBasis pre_rope = *bases_[static_cast<size_t>(layer * owned + h)];
+    pre_rope.pre_rope = true;
+    int64_t t = 0;
+    for (const auto& segment : heads[static_cast<size_t>(h)]->segments()) {
+      const auto keys = keys_in_basis_space(segment.keys(), segment.positions(), segment.tokens(), pre_rope, backend);
+      for (int64_t i = 0; i < segment.tokens(); ++i, ++t) {
+        const float log_importance = predict_importance(predictors_[static_cast<size_t>(layer * owned + h)],
+                                                        keys.data() + i * d, segment.values() + i * d, d);
+        features[static_cast<size_t>(t * width + n_options)] +=
+            std::exp(std::clamp(log_importance, -30.0f, 30.0f)) / static_cast<float>(owned);
+      }
+    }
+  }
+  for (int64_t h = 0; h < owned; ++h) out[static_cast<size_t>(layer * owned + h)] = features;
+}
+
 std::vector<std::vector<float>> DimensionMethod::local_features(const kvstore::KvStore& kv,
                                                                 kernels::Backend& backend) const {
   const int64_t owned = kv.owned_kv_heads();
   const int64_t width = features_per_token();
   const auto n_options = static_cast<int64_t>(options_.size());
   std::vector<std::vector<float>> out(static_cast<size_t>(kv.n_layers() * owned));
+  if (config_.joint) {
+    for (int64_t layer = 0; layer < kv.n_layers(); ++layer) out_joint_layer(kv, layer, backend, out);
+    return out;
+  }
   for (int64_t layer = 0; layer < kv.n_layers(); ++layer) {
     for (int64_t h = 0; h < owned; ++h) {
       const auto index = static_cast<size_t>(layer * owned + h);
@@ -103,7 +146,15 @@ void DimensionMethod::solve(const DimensionInput& in, std::vector<std::vector<in
       }
     }
     const double budget = static_cast<double>(heads * in.budget_tokens) * full_cost;
-    const auto choice = kvstore::choose_options(losses, static_cast<int64_t>(owner.size()), costs, budget);
+    std::vector<int32_t> choice;
+    try {
+      choice = kvstore::choose_options(losses, static_cast<int64_t>(owner.size()), costs, budget);
+    } catch (const std::range_error& e) {
+      throw std::range_error(fmt::format(
+          "mixeddimkv cannot meet the budget of {} tokens per head: the observation window it keeps at the top "
+          "rank needs more ({}); raise the budget or lower --window",
+          in.budget_tokens, e.what()));
+    }
     for (size_t i = 0; i < owner.size(); ++i) {
       const int32_t rank = options_[static_cast<size_t>(choice[i])];
       if (rank == 0) continue;
@@ -113,9 +164,11 @@ void DimensionMethod::solve(const DimensionInput& in, std::vector<std::vector<in
     return;
   }
 
-  // DynaKV: per head, ranks for the tokens the press kept, at the budget's share of dimensions.
+  // DynaKV: per head (joint: per layer, head 0 standing for all), ranks for the tokens the press
+  // kept, at the budget's share of dimensions.
   const double share = static_cast<double>(in.budget_tokens) / static_cast<double>(std::max<int64_t>(1, in.next_position));
-  for (int64_t h = 0; h < heads; ++h) {
+  const int64_t group = config_.joint ? in.n_heads : 1;  // heads that share one plan
+  for (int64_t h = 0; h < heads; h += group) {
     const auto& features = in.features[static_cast<size_t>(h)];
     const auto& scores = in.scores[static_cast<size_t>(h)];
     const auto& head_kept = in.kept[static_cast<size_t>(h)];
@@ -131,10 +184,12 @@ void DimensionMethod::solve(const DimensionInput& in, std::vector<std::vector<in
     }
     // snapkv+dynakv: the head's token-equivalent budget; dynakv alone: the budget's share of every
     // position's full bytes, less what the head's earlier low-rank tokens hold
-    const double budget =
-        scores.empty() ? share * static_cast<double>(in.next_position) * full_cost -
-                             static_cast<double>(in.low_rank_words[static_cast<size_t>(h)])
-                       : static_cast<double>(in.budget_tokens) * full_cost;
+    double budget = 0.0;
+    for (int64_t g = h; g < h + group; ++g) {
+      budget += scores.empty() ? share * static_cast<double>(in.next_position) * full_cost -
+                                     static_cast<double>(in.low_rank_words[static_cast<size_t>(g)])
+                               : static_cast<double>(in.budget_tokens) * full_cost;
+    }
     std::vector<int32_t> choice;
     try {
       choice = kvstore::choose_options(losses, static_cast<int64_t>(head_kept.size()), costs, budget);
@@ -144,8 +199,10 @@ void DimensionMethod::solve(const DimensionInput& in, std::vector<std::vector<in
           "raise the budget, add a lower --ranks candidate, or evict first with --press snapkv+dynakv",
           options_.front(), in.head_dim, 100.0 * costs.front() / full_cost));
     }
-    kept[static_cast<size_t>(h)] = head_kept;
-    for (const auto j : choice) ranks[static_cast<size_t>(h)].push_back(options_[static_cast<size_t>(j)]);
+    for (int64_t g = h; g < h + group; ++g) {
+      kept[static_cast<size_t>(g)] = head_kept;
+      for (const auto j : choice) ranks[static_cast<size_t>(g)].push_back(options_[static_cast<size_t>(j)]);
+    }
   }
 }
 
@@ -153,6 +210,15 @@ void DimensionMethod::apply(kvstore::KvStore& kv, const kvstore::LocalKeepPlan& 
                             kernels::Backend& backend) const {
   const int64_t owned = kv.owned_kv_heads();
   for (int64_t layer = 0; layer < kv.n_layers(); ++layer) {
+    if (config_.joint) {
+      std::vector<const kvstore::HeadCache*> heads;
+      for (int64_t h = 0; h < owned; ++h) heads.push_back(&kv.head(layer, h));
+      const auto index = static_cast<size_t>(layer * owned);
+      auto copies = joint_dimension_copy(heads, kept[index], ranks[index], *joint_bases_[static_cast<size_t>(layer)],
+                                         backend);
+      for (int64_t h = 0; h < owned; ++h) kv.head(layer, h) = std::move(copies[static_cast<size_t>(h)]);
+      continue;
+    }
     for (int64_t h = 0; h < owned; ++h) {
       const auto index = static_cast<size_t>(layer * owned + h);
       kv.head(layer, h) = mixed_dimension_copy(kv.head(layer, h), kept[index], ranks[index], bases_[index], backend);

@@ -19,6 +19,7 @@
 #include <span>
 #include <vector>
 
+#include "engine/compression/low_rank_projection.h"
 #include "kernels/backend.h"
 #include "kvstore/head_basis.h"
 #include "kvstore/kv_store.h"
@@ -33,6 +34,9 @@ struct DimensionConfig {
   double rate = 15.0 / 32.0;   // snapkv+dynakv: mean share of dimensions the kept tokens keep
   int64_t window = 32;         // DynaKV without a press: the most recent tokens keep the top rank
   std::vector<double> head_weights;  // [n_layers * n_kv_heads] MixedDimKV-H; empty = every head 1
+  // DynaKV with the joint basis of a layer's kv heads: one eviction and one rank per token for all
+  // heads of the layer, ranks counted in the joint latent (candidate rank x n_kv_heads).
+  bool joint = false;
 };
 
 // Ranks of every kept token: ranks[layer * n_kv_heads + head][i] for the head's kept token i.
@@ -57,12 +61,14 @@ struct DimensionInput {
 class DimensionMethod {
  public:
   // bases and predictors of this rank's heads [layer * owned + head]; predictors
-  // [2 * head_dim + 1] each (DynaKV only).
+  // [2 * head_dim + 1] each (DynaKV only); joint bases [layer] when config.joint (then this rank
+  // owns every kv head).
   DimensionMethod(DimensionConfig config, std::vector<std::shared_ptr<const kvstore::HeadBasis>> bases,
-                  std::vector<std::vector<float>> predictors);
+                  std::vector<std::vector<float>> predictors,
+                  std::vector<std::shared_ptr<const JointBasis>> joint_bases = {});
 
   const DimensionConfig& config() const { return config_; }
-  // Options per token: rank 0 (MixedDimKV only) then the candidate ranks.
+  // Options per token: rank 0 (MixedDimKV only) then the candidate ranks (joint: x n_kv_heads).
   const std::vector<int32_t>& options() const { return options_; }
   // Floats gathered per token: the error of every option, then (DynaKV) the predicted importance.
   int64_t features_per_token() const;
@@ -79,10 +85,14 @@ class DimensionMethod {
              kernels::Backend& backend) const;
 
  private:
+  void out_joint_layer(const kvstore::KvStore& kv, int64_t layer, kernels::Backend& backend,
+                       std::vector<std::vector<float>>& out) const;
+
   DimensionConfig config_;
   std::vector<int32_t> options_;
   std::vector<std::shared_ptr<const kvstore::HeadBasis>> bases_;
   std::vector<std::vector<float>> predictors_;
+  std::vector<std::shared_ptr<const JointBasis>> joint_bases_;
 };
 
 }  // namespace kvshrink::engine

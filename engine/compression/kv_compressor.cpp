@@ -8,7 +8,6 @@
 
 #include "comm/collective_error.h"
 #include "comm/communicator.h"
-#include "kvstore/rank_allocation.h"
 
 namespace kvshrink::engine {
 
@@ -79,7 +78,7 @@ CompressionPlan KvCompressor::plan(const kvstore::KvStore& kv, int64_t budget_to
       const auto index = static_cast<size_t>(layer * n_heads + shard.kv_heads.begin + h);
       counts[index] = head.tokens();
       for (const auto& segment : head.low_rank()) {
-        counts[counts.size() / 2 + index] += segment.tokens() * static_cast<int64_t>(kvstore::rank_cost(segment.rank()));
+        counts[counts.size() / 2 + index] += static_cast<int64_t>(segment.bytes_held() / sizeof(float));
       }
     }
   }
@@ -132,7 +131,8 @@ CompressionPlan KvCompressor::plan(const kvstore::KvStore& kv, int64_t budget_to
           }
         }
       }
-      if (press_ && press_->shares_selection_across_heads()) {  // TOVA: one score per token for the layer
+      // TOVA, joint-basis DynaKV: one score per token for the whole layer
+      if (press_ && (press_->shares_selection_across_heads() || (dimensions_ && dimensions_->config().joint))) {
         for (int64_t layer = 0; layer < n_layers; ++layer) {
           auto& first = scores[layer * n_heads];
           for (int64_t h = 1; h < n_heads; ++h) {

@@ -116,4 +116,81 @@ kvstore::HeadCache mixed_dimension_copy(const kvstore::HeadCache& head, std::spa
   return out;
 }
 
+namespace {
+
+// Rows [n x D]: token t's keys (in the basis's key space) or values of every head, concatenated.
+// All heads hold the same full-dimension tokens (a joint plan keeps the same tokens in each).
+void concatenated_rows(std::span<const kvstore::HeadCache* const> heads, const JointBasis& basis,
+                       kernels::Backend& backend, std::vector<float>& keys, std::vector<float>& values) {
+  const auto n_heads = static_cast<int64_t>(heads.size());
+  const int64_t d = heads[0]->head_dim();
+  const int64_t n = heads[0]->tokens();
+  keys.assign(static_cast<size_t>(n * basis.dim), 0.0f);
+  values.assign(keys.size(), 0.0f);
+  for (int64_t h = 0; h < n_heads; ++h) {
+    if (heads[h]->tokens() != n) throw std::logic_error("joint basis: the heads of a layer hold different tokens");
+    int64_t t0 = 0;
+    for (const auto& segment : heads[h]->segments()) {
+      const auto head_keys =
+          keys_in_basis_space(segment.keys(), segment.positions(), segment.tokens(), *basis.heads[h], backend);
+      for (int64_t i = 0; i < segment.tokens(); ++i) {
+        std::copy_n(head_keys.data() + i * d, d, keys.data() + (t0 + i) * basis.dim + h * d);
+        std::copy_n(segment.values() + i * d, d, values.data() + (t0 + i) * basis.dim + h * d);
+      }
+      t0 += segment.tokens();
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<float> joint_reconstruction_errors(std::span<const kvstore::HeadCache* const> heads,
+                                               const JointBasis& basis, std::span<const int32_t> ranks,
+                                               kernels::Backend& backend) {
+  std::vector<float> keys, values;
+  concatenated_rows(heads, basis, backend, keys, values);
+  const int64_t n = heads[0]->tokens();
+  std::vector<float> errors(static_cast<size_t>(n) * ranks.size(), 0.0f);
+  add_relative_errors(keys.data(), n, basis.dim, basis.key, ranks, errors);
+  add_relative_errors(values.data(), n, basis.dim, basis.value, ranks, errors);
+  return errors;
+}
+
+std::vector<kvstore::HeadCache> joint_dimension_copy(std::span<const kvstore::HeadCache* const> heads,
+                                                     std::span<const int32_t> kept, std::span<const int32_t> ranks,
+                                                     const JointBasis& basis, kernels::Backend& backend) {
+  if (kept.size() != ranks.size()) throw std::invalid_argument("joint plan: kept tokens and ranks differ in number");
+  const auto n_heads = static_cast<int64_t>(heads.size());
+  std::vector<int32_t> full;
+  std::map<int32_t, std::vector<int32_t>> by_rank;
+  for (size_t i = 0; i < kept.size(); ++i) {
+    if (ranks[i] < 1) throw std::invalid_argument(fmt::format("joint plan: rank {} below 1", ranks[i]));
+    if (ranks[i] >= basis.dim) {
+      full.push_back(kept[i]);
+    } else {
+      by_rank[ranks[i]].push_back(kept[i]);
+    }
+  }
+  std::vector<kvstore::HeadCache> out;
+  for (const auto* head : heads) out.push_back(head->compacted_copy(full));
+  for (const auto& [rank, indices] : by_rank) {
+    std::vector<kvstore::HeadCache> parts;  // the bucket's tokens of every head, contiguous
+    std::vector<const kvstore::HeadCache*> part_pointers;
+    for (const auto* head : heads) parts.push_back(head->compacted_copy(indices));
+    for (const auto& part : parts) part_pointers.push_back(&part);
+    std::vector<float> keys, values;
+    concatenated_rows(part_pointers, basis, backend, keys, values);
+    const auto n = static_cast<int64_t>(indices.size());
+    auto block = std::make_shared<kvstore::LowRankBlock>();
+    block->rank = rank;
+    block->sharers = n_heads;
+    block->key_coefficients = project_rows(keys.data(), n, basis.key, basis.dim, rank);
+    block->value_coefficients = project_rows(values.data(), n, basis.value, basis.dim, rank);
+    const auto& first = parts[0].segments().front();
+    block->positions.assign(first.positions(), first.positions() + n);
+    for (int64_t h = 0; h < n_heads; ++h) out[static_cast<size_t>(h)].add_low_rank({basis.heads[h], block});
+  }
+  return out;
+}
+
 }  // namespace kvshrink::engine

@@ -37,4 +37,27 @@ kvstore::HeadCache mixed_dimension_copy(const kvstore::HeadCache& head, std::spa
                                         const std::shared_ptr<const kvstore::HeadBasis>& basis,
                                         kernels::Backend& backend);
 
+// The joint basis of a layer (all kv heads concatenated, DynaKV): D = n_heads * head_dim, vector k
+// of the keys at key[k * D, (k + 1) * D), and each head's view of it (latent_dim D, components cut
+// to the head).
+struct JointBasis {
+  int64_t dim = 0;  // D
+  std::vector<float> key;    // [D x D]
+  std::vector<float> value;  // [D x D]
+  std::vector<std::shared_ptr<const kvstore::HeadBasis>> heads;  // [n_heads]
+};
+
+// errors[t * ranks.size() + i] for the layer's token t (the same full-dimension tokens in every head)
+// at joint rank ranks[i] in [0, D], relative over the concatenated keys plus the concatenated values.
+std::vector<float> joint_reconstruction_errors(std::span<const kvstore::HeadCache* const> heads,
+                                               const JointBasis& basis, std::span<const int32_t> ranks,
+                                               kernels::Backend& backend);
+
+// The layer's heads with token kept[i] at joint rank ranks[i] (the same plan for every head): ranks
+// >= D stay full-dimension tokens in each head; lower ranks go to one block per rank that every
+// head's segment shares (each counts 1/n_heads of it).
+std::vector<kvstore::HeadCache> joint_dimension_copy(std::span<const kvstore::HeadCache* const> heads,
+                                                     std::span<const int32_t> kept, std::span<const int32_t> ranks,
+                                                     const JointBasis& basis, kernels::Backend& backend);
+
 }  // namespace kvshrink::engine

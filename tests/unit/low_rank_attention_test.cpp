@@ -277,6 +277,77 @@ TEST(LowRankAttentionTest, ReconstructionErrorsFollowTheCoefficientTails) {
   }
 }
 
+// Joint basis over two heads (D = 2d): one shared block per rank; each head's attention equals dense
+// attention over its slice of the jointly reconstructed keys and values; bytes are shared.
+TEST(LowRankAttentionTest, JointBasisSharesOneBlockAcrossHeads) {
+  kernels::cpu::CpuBackend backend;
+  const int64_t jd = 2 * kDim;
+  engine::JointBasis joint;
+  joint.dim = jd;
+  for (auto* out : {&joint.key, &joint.value}) {
+    const int64_t n = 300;
+    auto x = testing::normal_values(static_cast<size_t>(n * jd), out == &joint.key ? 41 : 42);
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t i = 1; i < jd; ++i) x[t * jd + i] += 0.7f * x[t * jd + i - 1];
+    }
+    const auto pca = engine::pca(x, n, jd);
+    out->assign(pca.components.begin(), pca.components.end());
+  }
+  for (int64_t h = 0; h < 2; ++h) {
+    auto view = std::make_shared<HeadBasis>();
+    view->head_dim = kDim;
+    view->latent_dim = jd;
+    for (int64_t k = 0; k < jd; ++k) {
+      view->key.insert(view->key.end(), joint.key.begin() + k * jd + h * kDim, joint.key.begin() + k * jd + (h + 1) * kDim);
+      view->value.insert(view->value.end(), joint.value.begin() + k * jd + h * kDim,
+                         joint.value.begin() + k * jd + (h + 1) * kDim);
+    }
+    joint.heads.push_back(view);
+  }
+  auto a = make_tokens(20);
+  auto b = make_tokens(20);
+  b.keys = testing::normal_values(b.keys.size(), 51);
+  b.values = testing::normal_values(b.values.size(), 52);
+  b.head.clear();
+  for (int64_t i = 0; i < b.n; ++i) b.head.tail().append(b.keys.data() + i * kDim, b.values.data() + i * kDim, static_cast<int32_t>(i));
+  std::vector<int32_t> kept(20);
+  std::iota(kept.begin(), kept.end(), 0);
+  const std::vector<int32_t> ranks(kept.size(), 12);  // rank 12 of 32: below one head's worth
+  const kvstore::HeadCache* heads[] = {&a.head, &b.head};
+  const auto copies = engine::joint_dimension_copy(heads, kept, ranks, joint, backend);
+  ASSERT_EQ(copies.size(), 2u);
+  ASSERT_EQ(copies[0].low_rank().size(), 1u);
+  EXPECT_EQ(copies[0].low_rank()[0].block, copies[1].low_rank()[0].block);  // one block, shared
+  EXPECT_EQ(copies[0].bytes_held() + copies[1].bytes_held(), static_cast<uint64_t>(20 * (2 * 12 + 1) * 4));
+
+  // Reference: concatenated [k_a, k_b] projected onto the first 12 joint vectors and back.
+  std::vector<float> cat_k(static_cast<size_t>(20 * jd)), cat_v(cat_k.size());
+  for (int64_t t = 0; t < 20; ++t) {
+    std::copy_n(a.keys.data() + t * kDim, kDim, cat_k.data() + t * jd);
+    std::copy_n(b.keys.data() + t * kDim, kDim, cat_k.data() + t * jd + kDim);
+    std::copy_n(a.values.data() + t * kDim, kDim, cat_v.data() + t * jd);
+    std::copy_n(b.values.data() + t * kDim, kDim, cat_v.data() + t * jd + kDim);
+  }
+  const auto zk = engine::project_rows(cat_k.data(), 20, joint.key, jd, 12);
+  const auto zv = engine::project_rows(cat_v.data(), 20, joint.value, jd, 12);
+  const auto queries = make_queries(1, 25);
+  for (int64_t h = 0; h < 2; ++h) {
+    std::vector<float> keys(static_cast<size_t>(20 * kDim), 0.0f), values(keys.size(), 0.0f);
+    for (int64_t t = 0; t < 20; ++t) {
+      for (int64_t k = 0; k < 12; ++k) {
+        for (int64_t i = 0; i < kDim; ++i) {
+          keys[t * kDim + i] += zk[t * 12 + k] * joint.key[k * jd + h * kDim + i];
+          values[t * kDim + i] += zv[t * 12 + k] * joint.value[k * jd + h * kDim + i];
+        }
+      }
+    }
+    const auto dense = dense_attention(backend, queries, keys, values, a.positions);
+    const auto low = low_rank_attention(backend, queries, copies[static_cast<size_t>(h)].low_rank()[0]);
+    expect_near(low.out, dense.out, 2e-5f);
+    expect_near(low.lse, dense.lse, 2e-5f);
+  }
+}
+
 TEST(LowRankAttentionTest, BadPlansAreRejected) {
   kernels::cpu::CpuBackend backend;
   const auto t = make_tokens(4);
