@@ -7,6 +7,7 @@
 #include <string>
 
 #include "engine/compression/head_profile_file.h"
+#include "engine/compression/kv_basis_file.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/gguf/gguf_writer.h"
 #include "engine/model/llama_config.h"
@@ -19,6 +20,35 @@ namespace {
 using testing::count_occurrences;
 using testing::mpirun_kvshrink;
 using testing::RunResult;
+
+// A well-formed kv basis for (identity, layers, kv heads, dim): identity bases, zero energies, a zero
+// importance predictor.
+engine::KvBasis identity_basis(const std::string& identity, int64_t n_layers, int64_t n_kv_heads, int64_t d) {
+  engine::KvBasis b;
+  b.model = identity;
+  b.n_layers = n_layers;
+  b.n_kv_heads = n_kv_heads;
+  b.head_dim = d;
+  b.tokens = 1;
+  b.chunk = 1;
+  b.text = "cli_errors_test";
+  b.joint_dim = n_kv_heads * d;
+  auto eye = [](int64_t n, int64_t copies, std::vector<float>& out) {
+    for (int64_t c = 0; c < copies; ++c) {
+      for (int64_t i = 0; i < n * n; ++i) out.push_back(i % (n + 1) == 0 ? 1.0f : 0.0f);
+    }
+  };
+  eye(d, n_layers * n_kv_heads, b.key_basis);
+  eye(d, n_layers * n_kv_heads, b.value_basis);
+  eye(b.joint_dim, n_layers, b.joint_key_basis);
+  eye(b.joint_dim, n_layers, b.joint_value_basis);
+  b.key_energy.assign(static_cast<size_t>(n_layers * n_kv_heads * d), 0.0f);
+  b.value_energy = b.key_energy;
+  b.joint_key_energy.assign(static_cast<size_t>(n_layers * b.joint_dim), 0.0f);
+  b.joint_value_energy = b.joint_key_energy;
+  b.importance.assign(static_cast<size_t>(n_layers * n_kv_heads * (2 * d + 1)), 0.0f);
+  return b;
+}
 
 RunResult run(const std::string& command) {
   return testing::run_command(command, 120);
@@ -66,6 +96,11 @@ class CliErrorsTest : public ::testing::Test {
     zero.n_kv_heads = config.n_head_kv;
     zero.importance.assign(static_cast<size_t>(config.n_layers * config.n_head_kv), 0.0);
     engine::write_head_profile(dir_ / "zero.heads.gguf", zero);
+    // kv bases: one that fits the test model, one for another model with 2 layers
+    engine::write_kv_basis(dir_ / "fits.kvbasis.gguf",
+                           identity_basis(zero.model, config.n_layers, config.n_head_kv, config.head_dim));
+    engine::write_kv_basis(dir_ / "other_model.kvbasis.gguf",
+                           identity_basis(other.model, 2, config.n_head_kv, config.head_dim));
   }
   static void TearDownTestSuite() { std::filesystem::remove_all(dir_); }
 
@@ -162,6 +197,54 @@ TEST_F(CliErrorsTest, MissingHeadProfile) {
                      "generate -m " + model() + " -p hi --press headkv --budget 0.3 --head-profile " +
                          (dir_ / "absent.heads.gguf").string(),
                      "absent.heads.gguf");
+}
+
+TEST_F(CliErrorsTest, KvBasisOfAnotherModel) {
+  expect_clean_error(2,
+                     "generate -m " + model() + " -p hi --press mixeddimkv --budget 0.5 --kv-basis " +
+                         (dir_ / "other_model.kvbasis.gguf").string(),
+                     "was made for another model");
+}
+
+TEST_F(CliErrorsTest, MissingKvBasis) {
+  expect_clean_error(2,
+                     "generate -m " + model() + " -p hi --press dynakv --budget 0.5 --kv-basis " +
+                         (dir_ / "absent.kvbasis.gguf").string(),
+                     "absent.kvbasis.gguf");
+}
+
+TEST_F(CliErrorsTest, CandidateRanksMustDivideTheHeadDim) {
+  const std::string basis = " --kv-basis " + (dir_ / "fits.kvbasis.gguf").string();
+  expect_clean_error(2, "generate -m " + model() + " -p hi --press mixeddimkv --budget 0.5 --ranks 64,48" + basis,
+                     "each candidate rank must divide the head dimension 64");
+  expect_clean_error(2, "generate -m " + model() + " -p hi --press dynakv --budget 0.5 --ranks 128" + basis,
+                     "each candidate rank must divide the head dimension 64");
+  expect_clean_error(2, "generate -m " + model() + " -p hi --press dynakv --budget 0.5 --ranks 8,8" + basis,
+                     "given twice");
+}
+
+TEST_F(CliErrorsTest, BudgetTheCandidateRanksCannotMeet) {
+  // 5% of a 300-token prompt: dynakv holds every token at >= d/8 (13%); mixeddimkv's 32-token
+  // window alone is over 10%.
+  std::string prompt;
+  for (int i = 0; i < 300; ++i) prompt += " hello";
+  const std::string args = " -p '" + prompt + "' --budget 0.05 -n 2 --kv-basis " + (dir_ / "fits.kvbasis.gguf").string();
+  expect_clean_error(2, "generate -m " + model() + " --press dynakv" + args, "dynakv cannot meet the budget");
+  expect_clean_error(2, "generate -m " + model() + " --press mixeddimkv" + args, "mixeddimkv cannot meet the budget");
+}
+
+TEST_F(CliErrorsTest, JointBasisNeedsEveryHeadOnOneRank) {
+  expect_clean_error(2,
+                     "generate -m " + model() + " -p hi --press dynakv --joint-basis --budget 0.5 --kv-basis " +
+                         (dir_ / "fits.kvbasis.gguf").string(),
+                     "needs every kv head of a layer on one rank");
+  expect_clean_error(1, "generate -m " + model() + " -p hi --press mixeddimkv --joint-basis --budget 0.5",
+                     "--joint-basis is for dynakv");
+}
+
+TEST_F(CliErrorsTest, AllocatorDoesNotApplyToMixedDimKv) {
+  expect_clean_error(2, "generate -m " + model() + " -p hi --press mixeddimkv --allocator adakv --budget 0.5",
+                     "--allocator does not apply to mixeddimkv");
 }
 
 TEST_F(CliErrorsTest, HelpListsEveryGenerateFlag) {
