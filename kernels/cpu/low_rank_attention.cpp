@@ -26,9 +26,19 @@ void CpuBackend::low_rank_attention(const LowRankAttention& a) {
   scores_.resize(static_cast<size_t>(rows * n));  // [rows x n]
   if (n > 0) {
     if (!a.pre_rope_keys) {
-      // q_z [rows x r] = Q [rows x d] . U_k[:r]^T;  scores = scale * q_z . Z_k^T
+      // q_z [rows x r] = Q [rows x d] . U_k[:r]^T (small: plain loops, a BLAS call costs more);
+      // scores = scale * q_z . Z_k^T
       lr_latent_.resize(static_cast<size_t>(rows * r));
-      gemm(CblasTrans, rows, r, d, 1.0f, lr_queries_.data(), d, a.key_basis, d, lr_latent_.data(), r);
+      for (int64_t row = 0; row < rows; ++row) {
+        const float* q = lr_queries_.data() + row * d;
+        for (int64_t k = 0; k < r; ++k) {
+          const float* u = a.key_basis + k * d;
+          float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+          for (int64_t i = 0; i < d; ++i) dot += q[i] * u[i];
+          lr_latent_[static_cast<size_t>(row * r + k)] = dot;
+        }
+      }
       gemm(CblasTrans, rows, n, r, a.scale, lr_latent_.data(), r, a.key_coefficients, r, scores_.data(), n);
     } else {
       // keys [n x d] = Z_k [n x r] . U_k[:r], rotated to their positions;  scores = scale * Q . keys^T
@@ -60,11 +70,18 @@ void CpuBackend::low_rank_attention(const LowRankAttention& a) {
   // a_z [rows x r] = P [rows x n] . Z_v [n x r];  out [rows x d] = a_z . U_v[:r]
   lr_latent_.resize(static_cast<size_t>(rows * r));
   lr_out_.resize(static_cast<size_t>(rows * d));
+  std::fill(lr_out_.begin(), lr_out_.end(), 0.0f);
   if (n > 0) {
     gemm(CblasNoTrans, rows, r, n, 1.0f, scores_.data(), n, a.value_coefficients, r, lr_latent_.data(), r);
-    gemm(CblasNoTrans, rows, d, r, 1.0f, lr_latent_.data(), r, a.value_basis, d, lr_out_.data(), d);
-  } else {
-    std::fill(lr_out_.begin(), lr_out_.end(), 0.0f);
+    for (int64_t row = 0; row < rows; ++row) {  // small: plain loops
+      float* out = lr_out_.data() + row * d;
+      for (int64_t k = 0; k < r; ++k) {
+        const float c = lr_latent_[static_cast<size_t>(row * r + k)];
+        const float* u = a.value_basis + k * d;
+#pragma omp simd
+        for (int64_t i = 0; i < d; ++i) out[i] += c * u[i];
+      }
+    }
   }
   for (int64_t i = 0; i < a.m; ++i) std::copy_n(lr_out_.data() + i * a.group * d, a.group * d, a.out + i * a.out_stride);
 }
