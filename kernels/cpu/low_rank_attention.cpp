@@ -39,7 +39,20 @@ void CpuBackend::low_rank_attention(const LowRankAttention& a) {
           lr_latent_[static_cast<size_t>(row * r + k)] = dot;
         }
       }
-      gemm(CblasTrans, rows, n, r, a.scale, lr_latent_.data(), r, a.key_coefficients, r, scores_.data(), n);
+      if (a.m == 1) {  // decode: read each token's coefficients once for the whole group
+        for (int64_t t = 0; t < n; ++t) {
+          const float* z = a.key_coefficients + t * r;
+          for (int64_t row = 0; row < rows; ++row) {
+            const float* qz = lr_latent_.data() + row * r;
+            float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+            for (int64_t k = 0; k < r; ++k) dot += qz[k] * z[k];
+            scores_[static_cast<size_t>(row * n + t)] = dot * a.scale;
+          }
+        }
+      } else {
+        gemm(CblasTrans, rows, n, r, a.scale, lr_latent_.data(), r, a.key_coefficients, r, scores_.data(), n);
+      }
     } else {
       // keys [n x d] = Z_k [n x r] . U_k[:r], rotated to their positions;  scores = scale * Q . keys^T
       lr_keys_.resize(static_cast<size_t>(n * d));
@@ -72,7 +85,20 @@ void CpuBackend::low_rank_attention(const LowRankAttention& a) {
   lr_out_.resize(static_cast<size_t>(rows * d));
   std::fill(lr_out_.begin(), lr_out_.end(), 0.0f);
   if (n > 0) {
-    gemm(CblasNoTrans, rows, r, n, 1.0f, scores_.data(), n, a.value_coefficients, r, lr_latent_.data(), r);
+    if (a.m == 1) {
+      std::fill(lr_latent_.begin(), lr_latent_.end(), 0.0f);
+      for (int64_t t = 0; t < n; ++t) {
+        const float* z = a.value_coefficients + t * r;
+        for (int64_t row = 0; row < rows; ++row) {
+          const float p = scores_[static_cast<size_t>(row * n + t)];
+          float* acc = lr_latent_.data() + row * r;
+#pragma omp simd
+          for (int64_t k = 0; k < r; ++k) acc[k] += p * z[k];
+        }
+      }
+    } else {
+      gemm(CblasNoTrans, rows, r, n, 1.0f, scores_.data(), n, a.value_coefficients, r, lr_latent_.data(), r);
+    }
     for (int64_t row = 0; row < rows; ++row) {  // small: plain loops
       float* out = lr_out_.data() + row * d;
       for (int64_t k = 0; k < r; ++k) {
