@@ -422,9 +422,9 @@ CLI::App* add_calibrate_command(CLI::App& app, CalibrateOptions& o) {
       ->capture_default_str()
       ->check(CLI::Range(int64_t{kMinChunk}, int64_t{1} << 24));
   cmd->add_option("--calib-offsets", o.calib_offsets,
-                  "First positions of the calibration chunks, used in turn (0 = every chunk at 0..chunk-1)")
+                  "First positions of the calibration chunks, used in turn (0 = every chunk at 0..chunk-1; "
+                  "default: post-rope 0, chunk, 2 chunk, ... across the context, pre-rope 0)")
       ->delimiter(',')
-      ->capture_default_str()
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
   cmd->add_option("--key-space", o.key_space,
                   "Keys the written key basis is for: post-rope (as the cache stores them) or pre-rope")
@@ -442,13 +442,23 @@ CLI::App* add_calibrate_command(CLI::App& app, CalibrateOptions& o) {
   return cmd;
 }
 
-int run_calibrate(const CalibrateOptions& options, comm::Communicator& comm) {
+int run_calibrate(const CalibrateOptions& given, comm::Communicator& comm) {
   const bool coordinator = comm.world().is_coordinator();
   const auto start = std::chrono::steady_clock::now();
-  auto loaded = load_model(options.model, comm, options.batch_size);
+  auto loaded = load_model(given.model, comm, given.batch_size);
   auto& model = *loaded.model;
   const auto& config = model.config();
-  const int64_t context = context_size_or_default(options.context_size, config, comm);
+  const int64_t context = context_size_or_default(given.context_size, config, comm);
+  CalibrateOptions options = given;
+  if (options.calib_offsets.empty()) {
+    // A post-RoPE basis must see the positions it will serve (docs/calibration.md): chunks spread
+    // over the context. Pre-RoPE keys and values do not depend on the position.
+    options.calib_offsets = {0};
+    if (options.key_space == "post-rope") {
+      for (int64_t offset = options.chunk; offset + options.chunk <= context; offset += options.chunk)
+        options.calib_offsets.push_back(offset);
+    }
+  }
   const std::string out =
       options.out.empty() ? engine::default_kv_basis_path(options.model).string() : options.out;
   const auto key_space = engine::parse_key_space(options.key_space);

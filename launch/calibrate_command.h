@@ -33,7 +33,8 @@ struct CalibrateOptions {
   int64_t chunk = 1024;
   // Calibration chunk i is placed at positions from calib_offsets[i % size] (RoPE is relative, so
   // only post-RoPE keys change): lets a post-RoPE basis see the positions it will serve.
-  std::vector<int64_t> calib_offsets = {0};
+  // Empty: spread over the context for a post-RoPE basis, {0} for pre-RoPE.
+  std::vector<int64_t> calib_offsets;
   int64_t eval_tokens = 2048;  // 0 = no measurement
   int64_t eval_offset = 4096;  // a second measurement with the held-out text at positions offset+
   std::string key_space = "post-rope";
