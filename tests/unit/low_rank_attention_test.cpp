@@ -125,6 +125,11 @@ void expect_near(const std::vector<float>& a, const std::vector<float>& b, float
   for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], tolerance) << "at " << i;
 }
 
+void expect_same_attention(const Output& got, const Output& expected) {
+  expect_near(got.out, expected.out, 2e-5f);
+  expect_near(got.lse, expected.lse, 2e-5f);
+}
+
 // A head of n full-dimension tokens at positions 0..n-1 with random post-RoPE keys and values.
 struct Tokens {
   int64_t n;
@@ -172,8 +177,7 @@ TEST(LowRankAttentionTest, FullRankEqualsDenseAttention) {
       const auto queries = make_queries(m, 37);  // the later queries see every token, earlier ones not
       const auto dense = dense_attention(backend, queries, t.keys, t.values, t.positions);
       const auto low = low_rank_attention(backend, queries, segment);
-      expect_near(low.out, dense.out, 2e-5f);
-      expect_near(low.lse, dense.lse, 2e-5f);
+      expect_same_attention(low, dense);
     }
   }
 }
@@ -193,8 +197,7 @@ TEST(LowRankAttentionTest, RankREqualsDenseAttentionOnReconstructedKeysAndValues
       const auto queries = make_queries(3, 48);
       const auto dense = dense_attention(backend, queries, keys, values, t.positions);
       const auto low = low_rank_attention(backend, queries, segment);
-      expect_near(low.out, dense.out, 2e-5f);
-      expect_near(low.lse, dense.lse, 2e-5f);
+      expect_same_attention(low, dense);
       // and it differs from attention over the exact keys (the test can fail)
       const auto exact = dense_attention(backend, queries, t.keys, t.values, t.positions);
       float most = 0.0f;
@@ -249,8 +252,7 @@ TEST(LowRankAttentionTest, RankBucketsMergedEqualOneDensePass) {
     kernels::merge_attention(merged.out.data(), kGroup * kDim, merged.lse.data(), part.out.data(), kGroup * kDim,
                              part.lse.data(), 1, kGroup, kDim);
   }
-  expect_near(merged.out, dense.out, 2e-5f);
-  expect_near(merged.lse, dense.lse, 2e-5f);
+  expect_same_attention(merged, dense);
 }
 
 TEST(LowRankAttentionTest, ReconstructionErrorsFollowTheCoefficientTails) {
@@ -343,8 +345,7 @@ TEST(LowRankAttentionTest, JointBasisSharesOneBlockAcrossHeads) {
     }
     const auto dense = dense_attention(backend, queries, keys, values, a.positions);
     const auto low = low_rank_attention(backend, queries, copies[static_cast<size_t>(h)].low_rank()[0]);
-    expect_near(low.out, dense.out, 2e-5f);
-    expect_near(low.lse, dense.lse, 2e-5f);
+    expect_same_attention(low, dense);
   }
 }
 
