@@ -10,6 +10,8 @@ python3-matplotlib (run with /usr/bin/python3):
 - score_vs_length_full_kv.png: full-KV score against context length, one line per task.
 
 Usage: /usr/bin/python3 scripts/plot_eval.py OUT_DIR [OUT_DIR ...]   (PNGs go to the first folder)
+       /usr/bin/python3 scripts/plot_eval.py --presses P1,P2,... --name NAME OUT_DIR
+           only score_vs_kv_all_tasks_<mode>_<length>_NAME.png, with those presses and full KV
 """
 import collections
 import json
@@ -64,17 +66,19 @@ def kv_share(r):
     return held / full if full else 1.0
 
 
-def score_vs_kv(records, out):
-    """One plot per task and one averaged over all tasks: a curve per press across its budgets."""
+def score_vs_kv(records, out, name=""):
+    """One plot per task and one averaged over all tasks: a curve per press across its budgets
+    (with a name: the all-task plots only, NAME appended to their file names)."""
     # plot name -> press -> [(share, score)]: per task and mode, and over all tasks per mode and length
     points = collections.defaultdict(lambda: collections.defaultdict(list))
     for r in records:
-        for task in (f"{r['task']}_{r['mode']}", f"all_tasks_{r['mode']}_{r['context_length']}"):
+        all_tasks = f"all_tasks_{r['mode']}_{r['context_length']}"
+        for task in ((all_tasks + "_" + name,) if name else (f"{r['task']}_{r['mode']}", all_tasks)):
             points[task][r.get("press", "none")].append((kv_share(r), r["score"]))
     for task, presses in points.items():
         if list(presses) == ["none"]:
             continue  # full KV only: nothing to compare
-        fig, ax = plt.subplots(figsize=(5, 3.5))
+        fig, ax = plt.subplots(figsize=(7, 3.8))
         for press, values in sorted(presses.items()):
             by_share = collections.defaultdict(list)
             for share, score in values:
@@ -87,7 +91,7 @@ def score_vs_kv(records, out):
         ax.set_ylabel("score")
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(task)
-        ax.legend()
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
         fig.tight_layout()
         fig.savefig(out / f"score_vs_kv_{task.replace('/', '_')}.png", dpi=120)
         plt.close(fig)
@@ -120,6 +124,13 @@ def score_vs_length(records, out):
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
+    args = sys.argv[1:]
+    if args[0] == "--presses":
+        presses, name, folders = set(args[1].split(",")) | {"none"}, args[3], args[4:]
+        records = [r for r in read_records(folders) if r.get("press", "none") in presses]
+        score_vs_kv(records, pathlib.Path(folders[0]), name)
+        print(f"plots written to {folders[0]}")
+        return
     out = pathlib.Path(sys.argv[1])
     records = read_records(sys.argv[1:])
     niah_heatmaps(records, out)
