@@ -40,29 +40,36 @@ struct HeadAttention {
   const float* lse_reference = nullptr;
 };
 
-// Attention of m query tokens over n_kv tokens held at `rank` coefficients in a basis
-// (kvstore/low_rank_segment.h). Post-RoPE keys: the query is projected into the key basis once,
-// q_z = U_k[:rank] q, and scores are q_z . z_k. Pre-RoPE keys: each key is reconstructed,
-// k = RoPE(U_k[:rank]^T z_k, position), then dotted with q. Values are summed in the basis,
-// a_z = sum_t p_t z_v,t, and projected back once: out = U_v[:rank]^T a_z. Rows of q/out as in
-// HeadAttention; tokens at positions after a query's are masked.
+// Tokens of one head held at `rank` coefficients in a basis (kvstore/low_rank_segment.h).
+struct LowRankBucket {
+  const float* key_coefficients;    // [n x rank]
+  const float* value_coefficients;  // [n x rank]
+  const int32_t* positions;         // [n]
+  int64_t n;
+  int64_t rank;
+};
+
+// Attention of m query tokens over a head's rank buckets, all in one basis. Post-RoPE keys: the
+// query is projected into the key basis once, q_z = U_k[:r_max] q, and a token at rank r scores
+// q_z[:r] . z_k. Pre-RoPE keys: each key is rebuilt, k = RoPE(U_k[:r]^T z_k, position), then
+// dotted with q. One softmax over every bucket's tokens; values are summed in the basis,
+// a_z = sum_t p_t z_v,t (a rank-r token adds to the first r coordinates), and projected back once:
+// out = U_v[:r_max]^T a_z. Rows of q/out as in HeadAttention; tokens at positions after a query's
+// are masked.
 struct LowRankAttention {
   const float* q;
   int64_t q_stride;
   float* out;
   int64_t out_stride;
-  float* lse;                        // [m x group] log-denominators, as HeadAttention::lse (required)
-  const float* key_coefficients;     // [n_kv x rank]
-  const float* value_coefficients;   // [n_kv x rank]
-  const int32_t* kv_positions;       // [n_kv]
-  const int32_t* q_positions;        // [m]
-  const float* key_basis;            // [>= rank x head_dim]: basis vector k at k * head_dim
-  const float* value_basis;          // [>= rank x head_dim]
+  float* lse;                       // [m x group] log-denominators, as HeadAttention::lse (required)
+  const LowRankBucket* buckets;
+  int64_t n_buckets;
+  const int32_t* q_positions;       // [m]
+  const float* key_basis;           // [>= max rank x head_dim]: basis vector k at k * head_dim
+  const float* value_basis;         // [>= max rank x head_dim]
   int64_t m;
-  int64_t n_kv;
   int64_t group;
   int64_t head_dim;
-  int64_t rank;
   bool pre_rope_keys;
   float rope_base;  // RoPE frequency base, used with pre_rope_keys
   float scale;      // 1 / sqrt(head_dim)

@@ -188,29 +188,35 @@ void LlamaModel::attend_head(int64_t m, int64_t h, kvstore::HeadCache& head) {
     backend_.attention(args);
     merge();
   }
-  for (const auto& segment : low_rank) {
-    const auto& basis = *segment.basis;
-    const auto& block = *segment.block;
+  // The low-rank segments, one kernel call per basis (a head's buckets share one: the query is
+  // projected into it and the values back out once per step).
+  for (size_t begin = 0; begin < low_rank.size();) {
+    const auto& basis = *low_rank[begin].basis;
+    buckets_.clear();
+    size_t end = begin;
+    for (; end < low_rank.size() && low_rank[end].basis.get() == &basis; ++end) {
+      const auto& block = *low_rank[end].block;
+      buckets_.push_back({block.key_coefficients.data(), block.value_coefficients.data(), block.positions.data(),
+                          block.tokens(), block.rank});
+    }
     kernels::LowRankAttention low{};
     low.q = args.q;
     low.q_stride = args.q_stride;
     target(low.out, low.out_stride, low.lse);
-    low.key_coefficients = block.key_coefficients.data();
-    low.value_coefficients = block.value_coefficients.data();
-    low.kv_positions = block.positions.data();
+    low.buckets = buckets_.data();
+    low.n_buckets = static_cast<int64_t>(buckets_.size());
     low.q_positions = positions_.data();
     low.key_basis = basis.key.data();
     low.value_basis = basis.value.data();
     low.m = m;
-    low.n_kv = block.tokens();
     low.group = group;
     low.head_dim = d;
-    low.rank = block.rank;
     low.pre_rope_keys = basis.pre_rope;
     low.rope_base = basis.rope_base;
     low.scale = scale;
     backend_.low_rank_attention(low);
     merge();
+    begin = end;
   }
   if (first) {  // nothing held (cannot happen after an append; kept for safety)
     for (int64_t i = 0; i < m; ++i) std::fill_n(head_out + i * hq * d, group * d, 0.0f);

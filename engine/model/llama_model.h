@@ -13,15 +13,12 @@
 #include "engine/model/llama_weights.h"
 #include "engine/model/tensor_parallel_split.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "kernels/backend.h"
 #include "kvstore/kv_store.h"
 
 namespace kvshrink::comm {
 class Communicator;
 }
-namespace kvshrink::kernels {
-class Backend;
-}
-
 namespace kvshrink::engine {
 
 enum class LogitsFor { kLastToken, kEveryToken };
@@ -67,6 +64,7 @@ class LlamaModel {
   int64_t max_batch_;
   double attention_seconds_ = 0.0;
 
+  std::vector<kernels::LowRankBucket> buckets_;  // scratch: one head's low-rank buckets
   // Per-chunk activations, m <= max_batch tokens (row-major, one row per token):
   std::vector<float> hidden_;       // [m x n_embd] residual stream (replicated)
   std::vector<float> normed_;       // [m x n_embd]

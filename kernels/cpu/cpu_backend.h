@@ -25,9 +25,11 @@ class CpuBackend final : public Backend {
 
   std::vector<float> scores_;       // scratch: [query block x n_kv] attention probabilities
   std::vector<float> row_scratch_;  // scratch: dequantized weight rows
-  // scratch of low_rank_attention: queries [m*group x d], projected queries or value sums
-  // [m*group x rank], reconstructed keys [n_kv x d], outputs [m*group x d]
+  // scratch of low_rank_attention: queries [m*group x d], projected queries, then value sums
+  // [m*group x max rank], rebuilt keys [bucket tokens x d], outputs [m*group x d], positions of
+  // every bucket's tokens
   std::vector<float> lr_queries_, lr_latent_, lr_keys_, lr_out_;
+  std::vector<int32_t> lr_positions_;
 };
 
 }  // namespace kvshrink::kernels::cpu

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <numeric>
+#include <span>
 
 #include "engine/compression/low_rank_projection.h"
 #include "engine/compression/pca.h"
@@ -94,30 +95,39 @@ Output dense_attention(kernels::cpu::CpuBackend& backend, const Queries& qs, con
   return o;
 }
 
-Output low_rank_attention(kernels::cpu::CpuBackend& backend, const Queries& qs, const kvstore::LowRankSegment& s) {
+// One kernel call over `segments` (all in one basis).
+Output low_rank_attention(kernels::cpu::CpuBackend& backend, const Queries& qs,
+                          std::span<const kvstore::LowRankSegment> segments) {
   Output o{std::vector<float>(qs.q.size()), std::vector<float>(static_cast<size_t>(qs.m * kGroup))};
+  std::vector<kernels::LowRankBucket> buckets;
+  for (const auto& s : segments) {
+    buckets.push_back({s.block->key_coefficients.data(), s.block->value_coefficients.data(),
+                       s.block->positions.data(), s.tokens(), s.rank()});
+  }
+  const auto& basis = *segments[0].basis;
   kernels::LowRankAttention a{};
   a.q = qs.q.data();
   a.q_stride = kGroup * kDim;
   a.out = o.out.data();
   a.out_stride = kGroup * kDim;
   a.lse = o.lse.data();
-  a.key_coefficients = s.block->key_coefficients.data();
-  a.value_coefficients = s.block->value_coefficients.data();
-  a.kv_positions = s.block->positions.data();
+  a.buckets = buckets.data();
+  a.n_buckets = static_cast<int64_t>(buckets.size());
   a.q_positions = qs.positions.data();
-  a.key_basis = s.basis->key.data();
-  a.value_basis = s.basis->value.data();
+  a.key_basis = basis.key.data();
+  a.value_basis = basis.value.data();
   a.m = qs.m;
-  a.n_kv = s.tokens();
   a.group = kGroup;
   a.head_dim = kDim;
-  a.rank = s.rank();
-  a.pre_rope_keys = s.basis->pre_rope;
-  a.rope_base = s.basis->rope_base;
+  a.pre_rope_keys = basis.pre_rope;
+  a.rope_base = basis.rope_base;
   a.scale = 1.0f / std::sqrt(static_cast<float>(kDim));
   backend.low_rank_attention(a);
   return o;
+}
+
+Output low_rank_attention(kernels::cpu::CpuBackend& backend, const Queries& qs, const kvstore::LowRankSegment& s) {
+  return low_rank_attention(backend, qs, std::span<const kvstore::LowRankSegment>(&s, 1));
 }
 
 void expect_near(const std::vector<float>& a, const std::vector<float>& b, float tolerance) {
@@ -253,6 +263,20 @@ TEST(LowRankAttentionTest, RankBucketsMergedEqualOneDensePass) {
                              part.lse.data(), 1, kGroup, kDim);
   }
   expect_same_attention(merged, dense);
+
+  // The same with both buckets in one call (one query projection, one value back-projection),
+  // merged with the dense segment; and with five query tokens.
+  auto one_call = dense_attention(backend, queries, full_keys, full_values, full_positions);
+  const auto buckets = low_rank_attention(backend, queries, head.low_rank());
+  kernels::merge_attention(one_call.out.data(), kGroup * kDim, one_call.lse.data(), buckets.out.data(),
+                           kGroup * kDim, buckets.lse.data(), 1, kGroup, kDim);
+  expect_same_attention(one_call, dense);
+  const auto five = make_queries(5, 57);  // the first queries do not see the last tokens
+  auto five_merged = dense_attention(backend, five, full_keys, full_values, full_positions);
+  const auto five_buckets = low_rank_attention(backend, five, head.low_rank());
+  kernels::merge_attention(five_merged.out.data(), kGroup * kDim, five_merged.lse.data(), five_buckets.out.data(),
+                           kGroup * kDim, five_buckets.lse.data(), 5, kGroup, kDim);
+  expect_same_attention(five_merged, dense_attention(backend, five, keys, values, positions));
 }
 
 TEST(LowRankAttentionTest, ReconstructionErrorsFollowTheCoefficientTails) {
