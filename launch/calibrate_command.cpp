@@ -1,6 +1,5 @@
 #include "launch/calibrate_command.h"
 
-#include <cblas.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -20,6 +19,7 @@
 #include "comm/collective_error.h"
 #include "comm/communicator.h"
 #include "engine/compression/kv_basis_file.h"
+#include "engine/compression/low_rank_projection.h"
 #include "engine/compression/pca.h"
 #include "engine/model/tensor_parallel_split.h"
 #include "launch/loaded_model.h"
@@ -150,29 +150,16 @@ void gather_head(const kvstore::HeadCache& head, kernels::Backend& backend, floa
 }
 
 // Adds to sums[i] the relative error ||x - P_r x||^2 / ||x||^2 of every row x of samples [n x d]
-// at r = ranks[i] in `basis` (d orthonormal vectors of d floats), and the rows counted to count
-// (rows with x = 0 are skipped). With c = U^T x, the error is sum_{k >= r} c_k^2 / ||x||^2: the
-// tail of the coefficients, free of the cancellation in ||x||^2 - ||c_r||^2.
+// at r = ranks[i] in `basis` (engine::relative_errors), and the rows counted to count (rows with
+// x = 0 are skipped).
 void add_errors(std::span<const float> samples, int64_t n, int64_t d, std::span<const float> basis,
-                std::span<const int64_t> ranks, double* sums, double& count,
-                std::vector<float>& coefficients) {
+                std::span<const int32_t> ranks, double* sums, double& count) {
   if (n == 0) return;
-  coefficients.resize(static_cast<size_t>(n * d));
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(d),
-              static_cast<int>(d), 1.0f, samples.data(), static_cast<int>(d), basis.data(),
-              static_cast<int>(d), 0.0f, coefficients.data(), static_cast<int>(d));
-  std::vector<double> tail(static_cast<size_t>(d + 1));
+  const auto errors = engine::relative_errors(samples.data(), n, d, basis, ranks);
   for (int64_t t = 0; t < n; ++t) {
     const float* x = samples.data() + t * d;
-    const float* c = coefficients.data() + t * d;
-    double norm = 0.0;
-    for (int64_t i = 0; i < d; ++i) norm += static_cast<double>(x[i]) * x[i];
-    if (norm == 0.0) continue;
-    tail[static_cast<size_t>(d)] = 0.0;
-    for (int64_t k = d - 1; k >= 0; --k) {
-      tail[static_cast<size_t>(k)] = tail[static_cast<size_t>(k + 1)] + static_cast<double>(c[k]) * c[k];
-    }
-    for (size_t i = 0; i < ranks.size(); ++i) sums[i] += tail[static_cast<size_t>(ranks[i])] / norm;
+    if (std::all_of(x, x + d, [](float v) { return v == 0.0f; })) continue;
+    for (size_t i = 0; i < ranks.size(); ++i) sums[i] += errors[static_cast<size_t>(t) * ranks.size() + i];
     count += 1.0;
   }
 }
@@ -323,7 +310,7 @@ class LayerGather {
 // while i < head_ranks). joint: the summed stats [offset][key, value][layer][joint rank] then
 // [offset][key, value][layer] counts; per_head(o, kind, i): the per-head table's entry.
 void print_joint_errors(std::span<const int64_t> offsets, int key_kind, int64_t n_kv_heads, int64_t n_layers,
-                        std::span<const int64_t> joint_ranks, int64_t head_ranks,
+                        std::span<const int32_t> joint_ranks, int64_t head_ranks,
                         std::span<const float> joint,
                         const std::function<double(int64_t, int, int64_t)>& per_head) {
   const auto n_offsets = static_cast<int64_t>(offsets.size());
@@ -647,8 +634,8 @@ int run_calibrate(const CalibrateOptions& given, comm::Communicator& comm) {
   };
 
   // Held-out errors: sums[offset][kind][layer][rank] and counts[offset][kind][layer], this rank's heads.
-  std::vector<int64_t> ranks;
-  for (int64_t r = d; r >= 1 && ranks.size() < 5; r /= 2) ranks.push_back(r);
+  std::vector<int32_t> ranks;
+  for (int64_t r = d; r >= 1 && ranks.size() < 5; r /= 2) ranks.push_back(static_cast<int32_t>(r));
   std::vector<int64_t> offsets;
   if (held_out.total() > 0) {
     offsets.push_back(0);
@@ -660,8 +647,8 @@ int run_calibrate(const CalibrateOptions& given, comm::Communicator& comm) {
   std::vector<double> counts(static_cast<size_t>(n_offsets * kKinds * n_layers), 0.0);
   // Joint bases, this rank's layers: joint_sums[offset][key, value][layer][rank] at joint_ranks
   // D, D/2, D/4, D/8 (the per-head d, d/2, d/4, d/8 in total dimensions), joint_counts[..][layer].
-  std::vector<int64_t> joint_ranks;
-  for (int64_t r = joint_dim; r >= 1 && joint_ranks.size() < 4; r /= 2) joint_ranks.push_back(r);
+  std::vector<int32_t> joint_ranks;
+  for (int64_t r = joint_dim; r >= 1 && joint_ranks.size() < 4; r /= 2) joint_ranks.push_back(static_cast<int32_t>(r));
   const auto n_joint_ranks = static_cast<int64_t>(joint_ranks.size());
   std::vector<double> joint_sums(static_cast<size_t>(n_offsets * 2 * n_layers * n_joint_ranks), 0.0);
   std::vector<double> joint_counts(static_cast<size_t>(n_offsets * 2 * n_layers), 0.0);
@@ -669,7 +656,6 @@ int run_calibrate(const CalibrateOptions& given, comm::Communicator& comm) {
   // head, [offset][layer][owned head][token].
   std::vector<std::vector<double>> predicted(static_cast<size_t>(n_offsets * n_layers * owned));
   std::vector<std::vector<double>> actual(predicted.size());
-  std::vector<float> coefficients;
   for (int64_t o = 0; o < n_offsets; ++o) {
     const int64_t offset = offsets[static_cast<size_t>(o)];
     begin = 0;
@@ -685,7 +671,7 @@ int run_calibrate(const CalibrateOptions& given, comm::Communicator& comm) {
           for (int kind = 0; kind < kKinds; ++kind) {
             const int64_t cell = (o * kKinds + kind) * n_layers + layer;
             add_errors(samples.rows[kind], samples.n, d, owned_basis(kind, layer, h), ranks,
-                       sums.data() + cell * n_ranks, counts[static_cast<size_t>(cell)], coefficients);
+                       sums.data() + cell * n_ranks, counts[static_cast<size_t>(cell)]);
           }
           importance_rows.clear();
           add_importance_rows(samples, d, offset, offset + length, importance_rows);
@@ -703,7 +689,7 @@ int run_calibrate(const CalibrateOptions& given, comm::Communicator& comm) {
             const int64_t cell = (o * 2 + i) * n_layers + layer;
             add_errors(i == 0 ? layer_rows.keys() : layer_rows.values(), samples.n, joint_dim,
                        joint_basis(i, layer), joint_ranks, joint_sums.data() + cell * n_joint_ranks,
-                       joint_counts[static_cast<size_t>(cell)], coefficients);
+                       joint_counts[static_cast<size_t>(cell)]);
           }
         }
       }

@@ -32,13 +32,10 @@ std::vector<float> project_rows(const float* rows, int64_t n, std::span<const fl
   return z;
 }
 
-namespace {
-
-// For each row x of X [n x d] and rank ranks[i]: ||x - P_r x||^2 / ||x||^2 added to
-// errors[t * ranks.size() + i], from the tail sums of its coefficients (orthonormal complete basis).
-void add_relative_errors(const float* rows, int64_t n, int64_t d, std::span<const float> basis,
-                         std::span<const int32_t> ranks, std::vector<float>& errors) {
+std::vector<float> relative_errors(const float* rows, int64_t n, int64_t d, std::span<const float> basis,
+                                   std::span<const int32_t> ranks) {
   const auto z = project_rows(rows, n, basis, d, d);
+  std::vector<float> errors(static_cast<size_t>(n) * ranks.size(), 0.0f);
   std::vector<double> tail(static_cast<size_t>(d + 1));
   for (int64_t t = 0; t < n; ++t) {
     const float* c = z.data() + t * d;
@@ -47,9 +44,19 @@ void add_relative_errors(const float* rows, int64_t n, int64_t d, std::span<cons
     const double norm = tail[0];
     for (size_t i = 0; i < ranks.size(); ++i) {
       const double lost = norm > 0.0 ? tail[static_cast<size_t>(ranks[i])] / norm : 0.0;
-      errors[static_cast<size_t>(t) * ranks.size() + i] += static_cast<float>(lost);
+      errors[static_cast<size_t>(t) * ranks.size() + i] = static_cast<float>(lost);
     }
   }
+  return errors;
+}
+
+namespace {
+
+// errors += relative_errors(...)
+void add_relative_errors(const float* rows, int64_t n, int64_t d, std::span<const float> basis,
+                         std::span<const int32_t> ranks, std::vector<float>& errors) {
+  const auto more = relative_errors(rows, n, d, basis, ranks);
+  for (size_t i = 0; i < more.size(); ++i) errors[i] += more[i];
 }
 
 }  // namespace

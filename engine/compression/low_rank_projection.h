@@ -22,6 +22,13 @@ std::vector<float> keys_in_basis_space(const float* keys, const int32_t* positio
 std::vector<float> project_rows(const float* rows, int64_t n, std::span<const float> basis, int64_t head_dim,
                                 int64_t r);
 
+// errors[t * ranks.size() + i] = ||x - P_r x||^2 / ||x||^2 of row t of X [n x d] at r = ranks[i]
+// (each in [0, d]) in `basis` (d orthonormal vectors of d floats), from the tail sum over k >= r
+// of the squared coefficients c = U x, free of the cancellation in ||x||^2 - ||c_r||^2; 0 for a
+// zero row.
+std::vector<float> relative_errors(const float* rows, int64_t n, int64_t d, std::span<const float> basis,
+                                   std::span<const int32_t> ranks);
+
 // errors[t * ranks.size() + i] for full-dimension token t of `head` and rank ranks[i]:
 // ||k - P_r k||^2 / ||k||^2 + ||v - P_r v||^2 / ||v||^2 (0 at r >= latent_dim, 2 at r = 0).
 // Ranks must be in [0, latent_dim]. Needs a per-head basis (latent_dim = head_dim).
