@@ -16,7 +16,10 @@ namespace kvshrink::engine {
 
 namespace {
 constexpr float kForbidden = std::numeric_limits<float>::infinity();
-}
+
+// Loss of option j (of n_options) for a token that must keep the top rank.
+float top_rank_only(int64_t j, int64_t n_options) { return j + 1 == n_options ? 0.0f : kForbidden; }
+}  // namespace
 
 DimensionMethod::DimensionMethod(DimensionConfig config, std::vector<std::shared_ptr<const kvstore::HeadBasis>> bases,
                                  std::vector<std::vector<float>> predictors,
@@ -45,71 +48,65 @@ int64_t DimensionMethod::eviction_budget(int64_t budget_tokens) const {
   return static_cast<int64_t>(std::ceil(static_cast<double>(budget_tokens) / config_.rate));
 }
 
-// Joint basis: the layer's features (errors in the joint basis, importance = mean over the heads'
-// predictions), the same for every head of the layer.
-void DimensionMethod::out_joint_layer(const kvstore::KvStore& kv, int64_t layer, kernels::Backend& backend,
-                                      std::vector<std::vector<float>>& out) const {
-  const int64_t owned = kv.owned_kv_heads();
-  const int64_t d = kv.head_dim();
-  const int64_t width = features_per_token();
-  const auto n_options = static_cast<int64_t>(options_.size());
-  std::vector<const kvstore::HeadCache*> heads;
-  for (int64_t h = 0; h < owned; ++h) heads.push_back(&kv.head(layer, h));
-  const auto errors = joint_reconstruction_errors(heads, *joint_bases_[static_cast<size_t>(layer)], options_, backend);
-  const int64_t n = heads[0]->tokens();
-  std::vector<float> features(static_cast<size_t>(n * width), 0.0f);
-  for (int64_t t = 0; t < n; ++t) std::copy_n(errors.begin() + t * n_options, n_options, features.begin() + t * width);
-  for (int64_t h = 0; h < owned; ++h) {
-    kvstore::HeadBasis pre_rope = *bases_[static_cast<size_t>(layer * owned + h)];
-    pre_rope.pre_rope = true;
-    int64_t t = 0;
-    for (const auto& segment : heads[static_cast<size_t>(h)]->segments()) {
-      const auto keys = keys_in_basis_space(segment.keys(), segment.positions(), segment.tokens(), pre_rope, backend);
-      for (int64_t i = 0; i < segment.tokens(); ++i, ++t) {
-        const float log_importance = predict_importance(predictors_[static_cast<size_t>(layer * owned + h)],
-                                                        keys.data() + i * d, segment.values() + i * d, d);
-        features[static_cast<size_t>(t * width + n_options)] +=
-            std::exp(std::clamp(log_importance, -30.0f, 30.0f)) / static_cast<float>(owned);
-      }
+// exp(predicted log-importance) of every full-dimension token of the head at `index`
+// [layer * owned + head], from its pre-RoPE key and its value.
+std::vector<float> DimensionMethod::predicted_importance(const kvstore::HeadCache& head, size_t index,
+                                                         kernels::Backend& backend) const {
+  const int64_t d = head.head_dim();
+  kvstore::HeadBasis pre_rope = *bases_[index];
+  pre_rope.pre_rope = true;
+  std::vector<float> out;
+  out.reserve(static_cast<size_t>(head.tokens()));
+  for (const auto& segment : head.segments()) {
+    const auto keys = keys_in_basis_space(segment.keys(), segment.positions(), segment.tokens(), pre_rope, backend);
+    for (int64_t i = 0; i < segment.tokens(); ++i) {
+      const float log_importance = predict_importance(predictors_[index], keys.data() + i * d, segment.values() + i * d, d);
+      out.push_back(std::exp(std::clamp(log_importance, -30.0f, 30.0f)));
     }
   }
-  for (int64_t h = 0; h < owned; ++h) out[static_cast<size_t>(layer * owned + h)] = features;
+  return out;
+}
+
+// [tokens x features_per_token()]: each token's errors at the options, then (DynaKV) its importance.
+std::vector<float> DimensionMethod::pack_features(std::span<const float> errors, std::span<const float> importance) const {
+  const auto n_options = static_cast<int64_t>(options_.size());
+  const int64_t width = features_per_token();
+  const int64_t n = static_cast<int64_t>(errors.size()) / n_options;
+  std::vector<float> out(static_cast<size_t>(n * width));
+  for (int64_t t = 0; t < n; ++t) {
+    std::copy_n(errors.begin() + t * n_options, n_options, out.begin() + t * width);
+    if (!importance.empty()) out[static_cast<size_t>(t * width + n_options)] = importance[static_cast<size_t>(t)];
+  }
+  return out;
 }
 
 std::vector<std::vector<float>> DimensionMethod::local_features(const kvstore::KvStore& kv,
                                                                 kernels::Backend& backend) const {
   const int64_t owned = kv.owned_kv_heads();
-  const int64_t width = features_per_token();
-  const auto n_options = static_cast<int64_t>(options_.size());
+  const bool dynakv = config_.kind == DimensionKind::kDynaKv;
   std::vector<std::vector<float>> out(static_cast<size_t>(kv.n_layers() * owned));
-  if (config_.joint) {
-    for (int64_t layer = 0; layer < kv.n_layers(); ++layer) out_joint_layer(kv, layer, backend, out);
-    return out;
-  }
   for (int64_t layer = 0; layer < kv.n_layers(); ++layer) {
+    if (config_.joint) {
+      // The layer's features, the same for every head: errors in the joint basis, importance the
+      // mean over the heads' predictions.
+      std::vector<const kvstore::HeadCache*> heads;
+      for (int64_t h = 0; h < owned; ++h) heads.push_back(&kv.head(layer, h));
+      const auto errors =
+          joint_reconstruction_errors(heads, *joint_bases_[static_cast<size_t>(layer)], options_, backend);
+      std::vector<float> importance(static_cast<size_t>(heads[0]->tokens()), 0.0f);
+      for (int64_t h = 0; h < owned; ++h) {
+        const auto head = predicted_importance(*heads[static_cast<size_t>(h)], static_cast<size_t>(layer * owned + h), backend);
+        for (size_t t = 0; t < importance.size(); ++t) importance[t] += head[t] / static_cast<float>(owned);
+      }
+      const auto layer_features = pack_features(errors, importance);
+      for (int64_t h = 0; h < owned; ++h) out[static_cast<size_t>(layer * owned + h)] = layer_features;
+      continue;
+    }
     for (int64_t h = 0; h < owned; ++h) {
       const auto index = static_cast<size_t>(layer * owned + h);
       const auto& head = kv.head(layer, h);
-      const auto& basis = *bases_[index];
-      const auto errors = reconstruction_errors(head, basis, options_, backend);
-      const int64_t n = head.tokens();
-      auto& features = out[index];
-      features.resize(static_cast<size_t>(n * width));
-      for (int64_t t = 0; t < n; ++t) {
-        std::copy_n(errors.begin() + t * n_options, n_options, features.begin() + t * width);
-      }
-      if (config_.kind != DimensionKind::kDynaKv) continue;
-      int64_t t = 0;  // predicted importance from the pre-RoPE key and the value
-      kvstore::HeadBasis pre_rope = basis;
-      pre_rope.pre_rope = true;
-      for (const auto& segment : head.segments()) {
-        const auto keys = keys_in_basis_space(segment.keys(), segment.positions(), segment.tokens(), pre_rope, backend);
-        for (int64_t i = 0; i < segment.tokens(); ++i, ++t) {
-          const float log_importance = predict_importance(predictors_[index], keys.data() + i * kv.head_dim(),
-                                                          segment.values() + i * kv.head_dim(), kv.head_dim());
-          features[static_cast<size_t>(t * width + n_options)] = std::exp(std::clamp(log_importance, -30.0f, 30.0f));
-        }
-      }
+      const auto errors = reconstruction_errors(head, *bases_[index], options_, backend);
+      out[index] = pack_features(errors, dynakv ? predicted_importance(head, index, backend) : std::vector<float>{});
     }
   }
   return out;
@@ -138,7 +135,7 @@ void DimensionMethod::solve(const DimensionInput& in, std::vector<std::vector<in
         for (int64_t j = 0; j < n_options; ++j) {
           const float error = features[t * static_cast<size_t>(width) + static_cast<size_t>(j)];
           if (scores[t] == kvstore::kAlwaysKeep) {  // the observation window keeps the top rank
-            losses.push_back(j + 1 == n_options ? 0.0f : kForbidden);
+            losses.push_back(top_rank_only(j, n_options));
           } else {
             losses.push_back(static_cast<float>(weight * std::max(0.0f, scores[t]) * error));
           }
@@ -179,7 +176,7 @@ void DimensionMethod::solve(const DimensionInput& in, std::vector<std::vector<in
       const float importance = features[static_cast<size_t>(t * width + n_options)];
       for (int64_t j = 0; j < n_options; ++j) {
         const float error = features[static_cast<size_t>(t * width + j)];
-        losses.push_back(top ? (j + 1 == n_options ? 0.0f : kForbidden) : importance * error);
+        losses.push_back(top ? top_rank_only(j, n_options) : importance * error);
       }
     }
     // snapkv+dynakv: the head's token-equivalent budget; dynakv alone: the budget's share of every

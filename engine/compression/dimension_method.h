@@ -49,7 +49,6 @@ struct DimensionInput {
   int64_t head_dim = 0;
   int64_t budget_tokens = 0;  // mean token-equivalents per head (a full-dimension token = 1)
   int64_t next_position = 0;  // positions of the sequence so far
-  int64_t tokens = 0;         // full-dimension tokens of every head summed (the token-equivalent base)
   std::span<const std::vector<float>> scores;    // the press's; empty per head without a press
   std::span<const std::vector<float>> features;  // local_features() of the head's owner
   // DynaKV: the tokens the press kept (all when there is no press), ascending
@@ -85,8 +84,9 @@ class DimensionMethod {
              kernels::Backend& backend) const;
 
  private:
-  void out_joint_layer(const kvstore::KvStore& kv, int64_t layer, kernels::Backend& backend,
-                       std::vector<std::vector<float>>& out) const;
+  std::vector<float> predicted_importance(const kvstore::HeadCache& head, size_t index,
+                                         kernels::Backend& backend) const;
+  std::vector<float> pack_features(std::span<const float> errors, std::span<const float> importance) const;
 
   DimensionConfig config_;
   std::vector<int32_t> options_;

@@ -157,9 +157,8 @@ CompressionPlan KvCompressor::plan(const kvstore::KvStore& kv, int64_t budget_to
         }
       }
       if (dimensions_) {
-        int64_t total_tokens = std::accumulate(counts.begin(), counts.end(), int64_t{0});
         const DimensionInput input{n_layers, n_heads,  config.head_dim, budget_tokens, kv.next_position(),
-                                   total_tokens, scores, features, kept, low_rank_words};
+                                   scores,   features, kept,            low_rank_words};
         std::vector<std::vector<int32_t>> dimension_kept;
         dimensions_->solve(input, dimension_kept, ranks);
         kept = std::move(dimension_kept);
