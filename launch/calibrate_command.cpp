@@ -120,7 +120,7 @@ Chunks make_chunks(const std::vector<std::string>& paths, const engine::Tokenize
 struct HeadSamples {
   int64_t n = 0;
   std::vector<float> rows[kKinds];
-  std::vector<int32_t> negated_positions;
+  std::vector<int32_t> positions;
   std::vector<float> mass;
 };
 
@@ -129,24 +129,19 @@ void gather_head(const kvstore::HeadCache& head, kernels::Backend& backend, floa
   const int64_t d = head.head_dim();
   samples.n = head.tokens();
   for (auto& rows : samples.rows) rows.clear();
-  samples.negated_positions.clear();
+  samples.positions.clear();
   samples.mass.clear();
   for (const auto& segment : head.segments()) {
     const auto floats = static_cast<size_t>(segment.tokens() * d);
     samples.rows[kKeyPost].insert(samples.rows[kKeyPost].end(), segment.keys(), segment.keys() + floats);
     samples.rows[kValue].insert(samples.rows[kValue].end(), segment.values(), segment.values() + floats);
-    for (int64_t t = 0; t < segment.tokens(); ++t)
-      samples.negated_positions.push_back(-segment.positions()[t]);
+    samples.positions.insert(samples.positions.end(), segment.positions(), segment.positions() + segment.tokens());
     if (const float* mass = segment.attention_mass()) {
       samples.mass.insert(samples.mass.end(), mass, mass + segment.tokens());
     }
   }
-  // RoPE rotates pair (2i, 2i+1) by theta_i = pos * base^(-2i/d); the engine's own rope at -pos
-  // rotates by -theta_i, the exact inverse, with the same convention by construction.
   samples.rows[kKeyPre] = samples.rows[kKeyPost];
-  if (samples.n > 0) {
-    backend.rope(samples.rows[kKeyPre].data(), samples.n, 1, d, samples.negated_positions.data(), rope_base);
-  }
+  engine::unrotate_keys(samples.rows[kKeyPre].data(), samples.positions.data(), samples.n, d, rope_base, backend);
 }
 
 // Adds to sums[i] the relative error ||x - P_r x||^2 / ||x||^2 of every row x of samples [n x d]
@@ -177,7 +172,7 @@ int64_t importance_tokens(std::span<const int64_t> lengths) {
 void add_importance_rows(const HeadSamples& samples, int64_t d, int64_t begin, int64_t end,
                          std::vector<float>& rows) {
   for (int64_t t = 0; t < samples.n; ++t) {
-    const int64_t position = -static_cast<int64_t>(samples.negated_positions[static_cast<size_t>(t)]);
+    const int64_t position = samples.positions[static_cast<size_t>(t)];
     if (position - begin < kSinkTokens || end - position <= kRecentTokens) continue;
     const float* key = samples.rows[kKeyPre].data() + t * d;
     const float* value = samples.rows[kValue].data() + t * d;

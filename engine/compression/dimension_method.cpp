@@ -53,12 +53,11 @@ int64_t DimensionMethod::eviction_budget(int64_t budget_tokens) const {
 std::vector<float> DimensionMethod::predicted_importance(const kvstore::HeadCache& head, size_t index,
                                                          kernels::Backend& backend) const {
   const int64_t d = head.head_dim();
-  kvstore::HeadBasis pre_rope = *bases_[index];
-  pre_rope.pre_rope = true;
   std::vector<float> out;
   out.reserve(static_cast<size_t>(head.tokens()));
   for (const auto& segment : head.segments()) {
-    const auto keys = keys_in_basis_space(segment.keys(), segment.positions(), segment.tokens(), pre_rope, backend);
+    std::vector<float> keys(segment.keys(), segment.keys() + segment.tokens() * d);
+    unrotate_keys(keys.data(), segment.positions(), segment.tokens(), d, bases_[index]->rope_base, backend);
     for (int64_t i = 0; i < segment.tokens(); ++i) {
       const float log_importance = predict_importance(predictors_[index], keys.data() + i * d, segment.values() + i * d, d);
       out.push_back(std::exp(std::clamp(log_importance, -30.0f, 30.0f)));

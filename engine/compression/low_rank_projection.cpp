@@ -9,15 +9,19 @@
 
 namespace kvshrink::engine {
 
+void unrotate_keys(float* keys, const int32_t* positions, int64_t n, int64_t d, float rope_base,
+                   kernels::Backend& backend) {
+  if (n == 0) return;
+  std::vector<int32_t> negated(positions, positions + n);
+  for (auto& p : negated) p = -p;
+  backend.rope(keys, n, 1, d, negated.data(), rope_base);
+}
+
 std::vector<float> keys_in_basis_space(const float* keys, const int32_t* positions, int64_t n,
                                        const kvstore::HeadBasis& basis, kernels::Backend& backend) {
   const int64_t d = basis.head_dim;
   std::vector<float> out(keys, keys + n * d);
-  if (basis.pre_rope && n > 0) {
-    std::vector<int32_t> negated(positions, positions + n);
-    for (auto& p : negated) p = -p;
-    backend.rope(out.data(), n, 1, d, negated.data(), basis.rope_base);
-  }
+  if (basis.pre_rope) unrotate_keys(out.data(), positions, n, d, basis.rope_base, backend);
   return out;
 }
 

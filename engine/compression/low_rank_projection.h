@@ -13,6 +13,12 @@
 
 namespace kvshrink::engine {
 
+// Rotates keys [n x d] (as the cache holds them, RoPE applied at `positions`) back to before RoPE,
+// in place: `backend.rope` at the negated positions, the exact inverse with the same (2i, 2i+1)
+// pair convention by construction.
+void unrotate_keys(float* keys, const int32_t* positions, int64_t n, int64_t d, float rope_base,
+                   kernels::Backend& backend);
+
 // Keys of segment-contiguous rows [n x d] in the basis's key space: as stored (post-RoPE) or rotated
 // back to before RoPE (`backend.rope` at the negated positions, the exact inverse rotation).
 std::vector<float> keys_in_basis_space(const float* keys, const int32_t* positions, int64_t n,
