@@ -4,24 +4,16 @@
 
 #include <algorithm>
 #include <climits>
-#include <cstdio>
-#include <cstdlib>
+#include <memory>
 #include <stdexcept>
 #include <utility>
 #include <vector>
 
+#include "comm/mpi_watchdog.h"
+#include "comm/planes.h"
+
 namespace kvshrink::comm {
 namespace {
-
-// Throws std::runtime_error naming the MPI call and MPI's own description of the error.
-void check(int code, const char* call) {
-  if (code == MPI_SUCCESS) return;
-  char text[MPI_MAX_ERROR_STRING];
-  int length = 0;
-  if (MPI_Error_string(code, text, &length) != MPI_SUCCESS) length = 0;
-  throw std::runtime_error(
-      fmt::format("{} failed: {} (MPI error code {})", call, std::string_view(text, length), code));
-}
 
 // MPI counts are int: a buffer of `count` elements goes through in chunks of at most INT_MAX.
 template <typename ChunkFn>
@@ -32,50 +24,60 @@ void for_each_chunk(size_t count, ChunkFn chunk_fn) {
   }
 }
 
+// The process's one watchdog: made, right after MPI_Init, by the communicator that owns MPI and
+// ended by it just before MPI_Finalize; every MpiCommunicator (self(), duplicates) waits through it.
+std::unique_ptr<Watchdog> process_watchdog;
+
 }  // namespace
 
 MpiCommunicator::MpiCommunicator(int* argc, char*** argv) {
   int initialized = 0;
-  check(MPI_Initialized(&initialized), "MPI_Initialized");
+  check_mpi(MPI_Initialized(&initialized), "MPI_Initialized");
   if (initialized) {
     throw std::runtime_error("MPI is already initialised: create one MpiCommunicator per process");
   }
   int provided = 0;
-  check(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
+  check_mpi(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
   if (provided < MPI_THREAD_FUNNELED) {
     throw std::runtime_error("the MPI library does not support MPI_THREAD_FUNNELED");
+  }
+  try {
+    process_watchdog = std::make_unique<Watchdog>();
+  } catch (...) {
+    MPI_Finalize();  // every rank fails alike (the timeout comes from rank 0)
+    throw;
   }
   *this = MpiCommunicator(MPI_COMM_WORLD, true);
 }
 
 MpiCommunicator MpiCommunicator::self() {
-  int initialized = 0;
-  check(MPI_Initialized(&initialized), "MPI_Initialized");
-  if (!initialized) throw std::runtime_error("MpiCommunicator::self() needs MPI initialised first");
+  if (!process_watchdog) throw std::runtime_error("MpiCommunicator::self() needs an MpiCommunicator first");
   return MpiCommunicator(MPI_COMM_SELF, false);
 }
 
 MpiCommunicator::MpiCommunicator(MPI_Comm base, bool owns_mpi) : owns_mpi_(owns_mpi) {
   // MPI_Comm_dup copies the error handler, so our communicator returns errors as well.
-  check(MPI_Comm_set_errhandler(base, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
-  check(MPI_Comm_dup(base, &comm_), "MPI_Comm_dup");
-  check(MPI_Comm_rank(comm_, &world_.rank), "MPI_Comm_rank");
-  check(MPI_Comm_size(comm_, &world_.size), "MPI_Comm_size");
+  check_mpi(MPI_Comm_set_errhandler(base, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+  check_mpi(MPI_Comm_dup(base, &comm_), "MPI_Comm_dup");
+  check_mpi(MPI_Comm_rank(comm_, &world_.rank), "MPI_Comm_rank");
+  check_mpi(MPI_Comm_size(comm_, &world_.size), "MPI_Comm_size");
 
   // The processes sharing memory with this one are the ones on this node.
   MPI_Comm node = MPI_COMM_NULL;
-  check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, world_.rank, MPI_INFO_NULL, &node),
-        "MPI_Comm_split_type");
-  check(MPI_Comm_rank(node, &world_.local_rank), "MPI_Comm_rank");
-  check(MPI_Comm_size(node, &world_.local_size), "MPI_Comm_size");
-  check(MPI_Comm_free(&node), "MPI_Comm_free");
+  check_mpi(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, world_.rank, MPI_INFO_NULL, &node),
+            "MPI_Comm_split_type");
+  check_mpi(MPI_Comm_rank(node, &world_.local_rank), "MPI_Comm_rank");
+  check_mpi(MPI_Comm_size(node, &world_.local_size), "MPI_Comm_size");
+  check_mpi(MPI_Comm_free(&node), "MPI_Comm_free");
 }
 
 MpiCommunicator::~MpiCommunicator() {
   if (comm_ == MPI_COMM_NULL) return;
   // A destructor cannot report errors; the process is ending MPI anyway.
   MPI_Comm_free(&comm_);
-  if (owns_mpi_) MPI_Finalize();
+  if (!owns_mpi_) return;
+  process_watchdog.reset();
+  MPI_Finalize();
 }
 
 MpiCommunicator::MpiCommunicator(MpiCommunicator&& other) noexcept
@@ -90,27 +92,47 @@ MpiCommunicator& MpiCommunicator::operator=(MpiCommunicator&& other) noexcept {
   return *this;
 }
 
+void MpiCommunicator::wait(MPI_Request& request, const char* call) {
+  process_watchdog->wait(request, call);
+}
+
 void MpiCommunicator::all_reduce_sum(std::span<float> data) {
   for_each_chunk(data.size(), [&](size_t offset, int count) {
-    check(MPI_Allreduce(MPI_IN_PLACE, data.data() + offset, count, MPI_FLOAT, MPI_SUM, comm_),
-          "MPI_Allreduce");
+    MPI_Request request = MPI_REQUEST_NULL;
+    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, data.data() + offset, count, MPI_FLOAT, MPI_SUM, comm_, &request),
+              "MPI_Iallreduce");
+    wait(request, "MPI_Iallreduce");
   });
 }
 
 void MpiCommunicator::all_reduce_max(std::span<int64_t> data) {
   for_each_chunk(data.size(), [&](size_t offset, int count) {
-    check(MPI_Allreduce(MPI_IN_PLACE, data.data() + offset, count, MPI_INT64_T, MPI_MAX, comm_),
-          "MPI_Allreduce");
+    MPI_Request request = MPI_REQUEST_NULL;
+    check_mpi(
+        MPI_Iallreduce(MPI_IN_PLACE, data.data() + offset, count, MPI_INT64_T, MPI_MAX, comm_, &request),
+        "MPI_Iallreduce");
+    wait(request, "MPI_Iallreduce");
   });
 }
 
 void MpiCommunicator::all_gather(std::span<const float> send, std::span<float> recv,
                                  std::span<const int64_t> counts) {
+  gather(send.data(), recv.data(), counts, send.size(), recv.size(), MPI_FLOAT);
+}
+
+void MpiCommunicator::all_gather(std::span<const int64_t> send, std::span<int64_t> recv,
+                                 std::span<const int64_t> counts) {
+  gather(send.data(), recv.data(), counts, send.size(), recv.size(), MPI_INT64_T);
+}
+
+// all_gather of `type` elements: checks the counts against both buffers, then MPI_Iallgatherv.
+void MpiCommunicator::gather(const void* send, void* recv, std::span<const int64_t> counts, size_t send_size,
+                             size_t recv_size, MPI_Datatype type) {
   if (counts.size() != static_cast<size_t>(world_.size)) {
     throw std::invalid_argument(
         fmt::format("all_gather: {} counts given for {} ranks", counts.size(), world_.size));
   }
-  // MPI_Allgatherv takes int counts and int displacements: the gathered total must fit an int.
+  // MPI_Iallgatherv takes int counts and int displacements: the gathered total must fit an int.
   std::vector<int> int_counts(world_.size);
   std::vector<int> displacements(world_.size);
   int64_t total = 0;
@@ -126,17 +148,19 @@ void MpiCommunicator::all_gather(std::span<const float> send, std::span<float> r
     int_counts[r] = static_cast<int>(counts[r]);
     total += counts[r];
   }
-  if (send.size() != static_cast<size_t>(counts[world_.rank])) {
+  if (send_size != static_cast<size_t>(counts[world_.rank])) {
     throw std::invalid_argument(fmt::format("all_gather: rank {} sends {} elements but its count is {}",
-                                            world_.rank, send.size(), counts[world_.rank]));
+                                            world_.rank, send_size, counts[world_.rank]));
   }
-  if (recv.size() != static_cast<size_t>(total)) {
+  if (recv_size != static_cast<size_t>(total)) {
     throw std::invalid_argument(
-        fmt::format("all_gather: receive buffer holds {} elements, counts sum to {}", recv.size(), total));
+        fmt::format("all_gather: receive buffer holds {} elements, counts sum to {}", recv_size, total));
   }
-  check(MPI_Allgatherv(send.data(), int_counts[world_.rank], MPI_FLOAT, recv.data(), int_counts.data(),
-                       displacements.data(), MPI_FLOAT, comm_),
-        "MPI_Allgatherv");
+  MPI_Request request = MPI_REQUEST_NULL;
+  check_mpi(MPI_Iallgatherv(send, int_counts[world_.rank], type, recv, int_counts.data(),
+                            displacements.data(), type, comm_, &request),
+            "MPI_Iallgatherv");
+  wait(request, "MPI_Iallgatherv");
 }
 
 void MpiCommunicator::broadcast(std::span<std::byte> data, int root) {
@@ -144,24 +168,39 @@ void MpiCommunicator::broadcast(std::span<std::byte> data, int root) {
     throw std::invalid_argument(fmt::format("broadcast: root {} is not a rank of {}", root, world_.size));
   }
   for_each_chunk(data.size(), [&](size_t offset, int count) {
-    check(MPI_Bcast(data.data() + offset, count, MPI_BYTE, root, comm_), "MPI_Bcast");
+    MPI_Request request = MPI_REQUEST_NULL;
+    check_mpi(MPI_Ibcast(data.data() + offset, count, MPI_BYTE, root, comm_, &request), "MPI_Ibcast");
+    wait(request, "MPI_Ibcast");
   });
 }
 
 void MpiCommunicator::barrier() {
-  check(MPI_Barrier(comm_), "MPI_Barrier");
+  MPI_Request request = MPI_REQUEST_NULL;
+  check_mpi(MPI_Ibarrier(comm_, &request), "MPI_Ibarrier");
+  wait(request, "MPI_Ibarrier");
 }
 
 void MpiCommunicator::abort(int exit_code, std::string_view message) {
-  std::fflush(stdout);
-  fmt::print(stderr, "kvshrink: error: {}\n", message);
-  std::fflush(stderr);
-  MPI_Abort(MPI_COMM_WORLD, exit_code);
-  std::_Exit(exit_code);  // MPI_Abort does not return; this keeps [[noreturn]] true if it did
+  abort_job(exit_code, message);
+}
+
+std::unique_ptr<Communicator> MpiCommunicator::duplicate() const {
+  return std::unique_ptr<Communicator>(new MpiCommunicator(comm_, false));
+}
+
+void MpiCommunicator::keep_alive() {
+  process_watchdog->answer_pings();
 }
 
 std::unique_ptr<Communicator> make_mpi_communicator(int* argc, char*** argv) {
   return std::make_unique<MpiCommunicator>(argc, argv);
+}
+
+Planes make_mpi_planes(int* argc, char*** argv) {
+  Planes planes;
+  planes.control = make_mpi_communicator(argc, argv);
+  planes.data = planes.control->duplicate();
+  return planes;
 }
 
 }  // namespace kvshrink::comm

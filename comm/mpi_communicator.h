@@ -1,23 +1,15 @@
 // The MPI backend of Communicator: owns MPI (init in the constructor, finalize in the
 // destructor) and a duplicate of MPI_COMM_WORLD whose errors come back as return codes, turned
-// into std::runtime_error with MPI's error string.
+// into std::runtime_error with MPI's error string. Collectives are non-blocking MPI calls waited
+// for by the process's Watchdog (comm/mpi_watchdog.h), which ends the job on a stopped rank.
 #pragma once
-
-// The C API only: without these, OpenMPI's and MPICH's mpi.h pull in the removed C++ bindings,
-// which need a library the build does not link.
-#ifndef OMPI_SKIP_MPICXX
-#define OMPI_SKIP_MPICXX 1
-#endif
-#ifndef MPICH_SKIP_MPICXX
-#define MPICH_SKIP_MPICXX 1
-#endif
-#include <mpi.h>
 
 #include <cstdint>
 #include <span>
 #include <string_view>
 
 #include "comm/communicator.h"
+#include "comm/mpi_c_api.h"
 
 namespace kvshrink::comm {
 
@@ -43,12 +35,20 @@ class MpiCommunicator final : public Communicator {
   void all_reduce_max(std::span<int64_t> data) override;
   void all_gather(std::span<const float> send, std::span<float> recv,
                   std::span<const int64_t> counts) override;
+  void all_gather(std::span<const int64_t> send, std::span<int64_t> recv,
+                  std::span<const int64_t> counts) override;
   void broadcast(std::span<std::byte> data, int root) override;
   void barrier() override;
   [[noreturn]] void abort(int exit_code, std::string_view message) override;
+  std::unique_ptr<Communicator> duplicate() const override;
+  void keep_alive() override;
 
  private:
   MpiCommunicator(MPI_Comm base, bool owns_mpi);
+  // Waits for a non-blocking collective through the watchdog.
+  void wait(MPI_Request& request, const char* call);
+  void gather(const void* send, void* recv, std::span<const int64_t> counts, size_t send_size,
+              size_t recv_size, MPI_Datatype type);
 
   MPI_Comm comm_ = MPI_COMM_NULL;  // MPI_COMM_NULL when moved from: the destructor does nothing
   bool owns_mpi_ = true;           // finalises MPI when destroyed
