@@ -93,6 +93,59 @@ TEST(Communicator, AllGatherRejectsBadCounts) {
   EXPECT_THROW(communicator().all_gather(send, recv, too_many), std::length_error);
 }
 
+TEST(Communicator, AllGatherInt64UnevenCounts) {
+  // Rank r sends r + 1 values beyond 32 bits: (r << 40) + i.
+  std::vector<int64_t> counts(world().size);
+  for (int r = 0; r < world().size; ++r) counts[r] = r + 1;
+  std::vector<int64_t> send(counts[world().rank]);
+  for (size_t i = 0; i < send.size(); ++i) send[i] = (int64_t{world().rank} << 40) + static_cast<int64_t>(i);
+  std::vector<int64_t> recv(std::accumulate(counts.begin(), counts.end(), int64_t{0}), -1);
+  communicator().all_gather(send, recv, counts);
+
+  std::vector<int64_t> expected;
+  for (int r = 0; r < world().size; ++r) {
+    for (int64_t i = 0; i < counts[r]; ++i) expected.push_back((int64_t{r} << 40) + i);
+  }
+  EXPECT_EQ(recv, expected);
+  std::vector<int64_t> wrong_own(world().size, 0);
+  EXPECT_THROW(communicator().all_gather(send, recv, wrong_own), std::invalid_argument);
+}
+
+TEST(Communicator, AllGatherValueGivesOneValuePerRank) {
+  std::vector<int64_t> expected(world().size);
+  for (int r = 0; r < world().size; ++r) expected[r] = 1000 * r - (int64_t{1} << 50);
+  EXPECT_EQ(communicator().all_gather_value(1000 * world().rank - (int64_t{1} << 50)), expected);
+}
+
+TEST(Communicator, DuplicateSpansTheSameRanks) {
+  std::unique_ptr<Communicator> duplicate = communicator().duplicate();
+  EXPECT_EQ(duplicate->world().rank, world().rank);
+  EXPECT_EQ(duplicate->world().size, world().size);
+  EXPECT_EQ(duplicate->world().local_rank, world().local_rank);
+  EXPECT_EQ(duplicate->all_gather_value(world().rank + 5), communicator().all_gather_value(world().rank + 5));
+}
+
+// Rank 0 broadcasts 1 on the original, then 2 on the duplicate; the other ranks receive on the
+// duplicate first. Over one communicator the first receive would match the first broadcast (1).
+// Small broadcasts complete at the root without waiting for the receivers, so this cannot hang.
+TEST(Communicator, DuplicateKeepsMessagesApart) {
+  std::unique_ptr<Communicator> duplicate = communicator().duplicate();
+  if (world().is_coordinator()) {
+    communicator().broadcast_value<int64_t>(1, 0);
+    duplicate->broadcast_value<int64_t>(2, 0);
+  } else {
+    EXPECT_EQ(duplicate->broadcast_value<int64_t>(0, 0), 2);
+    EXPECT_EQ(communicator().broadcast_value<int64_t>(0, 0), 1);
+  }
+}
+
+TEST(Communicator, KeepAliveIsNotCollective) {
+  if (world().is_coordinator()) {
+    for (int i = 0; i < 3; ++i) communicator().keep_alive();
+  }
+  EXPECT_NO_THROW(communicator().barrier());
+}
+
 TEST(Communicator, BroadcastBytesFromEveryRoot) {
   for (int root = 0; root < world().size; ++root) {
     std::vector<std::byte> data(4097, std::byte(world().rank));

@@ -30,3 +30,33 @@ foreach(np 1 2 3)
   # Ranks 1.. wait while rank 0 runs the reference: let them yield the core instead of spinning.
   set_property(TEST compression_plan_np${np} APPEND PROPERTY ENVIRONMENT OMPI_MCA_mpi_yield_when_idle=1)
 endforeach()
+
+# A rank that stops or dies ends the job (comm/mpi_watchdog.h). With KVSHRINK_COMM_TIMEOUT=3 the
+# others wait 3 s, ping for up to 3 s, and the lowest rank that answered names the stopped one once.
+set(stall_env "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMPI_MCA_rmaps_base_oversubscribe=1")
+set(expect_abort ${CMAKE_CURRENT_SOURCE_DIR}/mpi/expect_abort.sh)
+set(stall_job ${KVSHRINK_MPIRUN} ${MPIEXEC_NUMPROC_FLAG})
+set(not_answering "did not answer for 3 s (stopped, dead or stuck); ending the job")
+add_test(NAME stall_stop_np2
+         COMMAND ${expect_abort} "rank 1 ${not_answering}" ${stall_job} 2 $<TARGET_FILE:stall_test> stop)
+add_test(NAME stall_stop_np3
+         COMMAND ${expect_abort} "rank 2 ${not_answering}" ${stall_job} 3 $<TARGET_FILE:stall_test> stop)
+# Rank 0 stops: rank 1 reports, rank 2 hands it what it found.
+add_test(NAME stall_stop_rank0_np3
+         COMMAND ${expect_abort} "rank 0 ${not_answering}" ${stall_job} 3 $<TARGET_FILE:stall_test> stop 0)
+set_tests_properties(stall_stop_np2 stall_stop_np3 stall_stop_rank0_np3 PROPERTIES
+    TIMEOUT 60 ENVIRONMENT "${stall_env};EXPECT_ABORT_WITHIN=20;KVSHRINK_COMM_TIMEOUT=3")
+# Rank 0 busy for 3 s without a collective, longer than a 1 s timeout and 1 s of pings, does not
+# answer either.
+add_test(NAME stall_busy_np3
+         COMMAND ${expect_abort} "rank 0 did not answer for 1 s (stopped, dead or stuck); ending the job"
+                 ${stall_job} 3 $<TARGET_FILE:stall_test> busy)
+set_tests_properties(stall_busy_np3 PROPERTIES
+    TIMEOUT 60 ENVIRONMENT "${stall_env};EXPECT_ABORT_WITHIN=20;KVSHRINK_COMM_TIMEOUT=1")
+# Open MPI ends the job on a dead rank by itself (within 10 s) and names it.
+add_test(NAME stall_kill_np3 COMMAND ${expect_abort} - ${stall_job} 3 $<TARGET_FILE:stall_test> kill)
+set_tests_properties(stall_kill_np3 PROPERTIES TIMEOUT 60 ENVIRONMENT "${stall_env};EXPECT_ABORT_WITHIN=10")
+# Busy for 3 s but calling keep_alive(), under a 1 s timeout: the job finishes normally.
+kvshrink_mpi_test(stall_keep_alive_np3 3 $<TARGET_FILE:stall_test> keep-alive)
+set_tests_properties(stall_keep_alive_np3 PROPERTIES TIMEOUT 60)
+set_property(TEST stall_keep_alive_np3 APPEND PROPERTY ENVIRONMENT KVSHRINK_COMM_TIMEOUT=1)
