@@ -85,7 +85,8 @@ class Communicator {
 };
 
 // Initialises MPI (thread level FUNNELED) and returns the MPI backend for MPI_COMM_WORLD.
-// Finalises MPI when destroyed. Works without mpirun as a single rank.
+// Finalises MPI when destroyed. Works without mpirun as a single rank. The engine's two planes:
+// make_mpi_planes (comm/planes.h).
 std::unique_ptr<Communicator> make_mpi_communicator(int* argc, char*** argv);
 
 }  // namespace kvshrink::comm
