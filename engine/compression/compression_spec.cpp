@@ -6,6 +6,7 @@
 #include <cmath>
 #include <numeric>
 #include <stdexcept>
+#include <utility>
 
 #include "comm/collective_error.h"
 #include "engine/compression/head_profile_file.h"
@@ -13,6 +14,26 @@
 #include "kvstore/press_registry.h"
 
 namespace kvshrink::engine {
+
+namespace {
+
+// The tokens per kv head the method's press keeps whatever the budget: StreamingLLM's sinks, the
+// SnapKV family's and H2O's observation window (mixeddimkv: at the top rank); 1 for the others.
+int64_t always_kept_tokens(const CompressionSpec& spec) {
+  if (spec.method == "streamingllm") return spec.params.sinks;
+  if (spec.method == "knorm" || spec.method == "tova" || spec.method == "dynakv") return 1;
+  return spec.params.window;
+}
+
+const char* always_kept_what(const CompressionSpec& spec) {
+  return spec.method == "streamingllm" ? "attention sinks" : "observation window";
+}
+
+const char* always_kept_flag(const CompressionSpec& spec) {
+  return spec.method == "streamingllm" ? "--sinks" : "--window";
+}
+
+}  // namespace
 
 int64_t CompressionSpec::budget_tokens_for(int64_t n_positions) const {
   if (budget_tokens > 0) return budget_tokens;
@@ -42,15 +63,11 @@ void validate(const CompressionSpec& spec) {
   const auto& p = spec.params;
   if (has_tokens) {
     if (spec.budget_tokens < 0) throw std::invalid_argument("--budget-tokens must be positive");
-    const int64_t floor = spec.method == "streamingllm" ? p.sinks
-                          : (spec.method == "knorm" || spec.method == "dynakv") ? 1
-                                                                                 : p.window;
-    if (spec.budget_tokens < floor) {
-      throw std::invalid_argument(fmt::format(
-          "--budget-tokens {} is below the {} {} always keeps ({}); raise the budget or lower "
-          "--window/--sinks",
-          spec.budget_tokens, spec.method == "streamingllm" ? "attention sinks" : "observation window",
-          spec.method, floor));
+    if (spec.budget_tokens < always_kept_tokens(spec)) {
+      throw std::invalid_argument(
+          fmt::format("--budget-tokens {} is below the {} {} always keeps ({}); raise the budget or lower {}",
+                      spec.budget_tokens, always_kept_what(spec), spec.method, always_kept_tokens(spec),
+                      always_kept_flag(spec)));
     }
   }
   if (p.window < 1) throw std::invalid_argument("--window must be at least 1");
@@ -58,26 +75,57 @@ void validate(const CompressionSpec& spec) {
     throw std::invalid_argument("--pool-kernel must be odd and >= 1");
   if (p.sinks < 0) throw std::invalid_argument("--sinks must be >= 0");
   if (!(p.alpha >= 0.0 && p.alpha <= 1.0)) throw std::invalid_argument("--alpha must be in [0, 1]");
-  if (!(p.pyramid_beta >= 1.0)) throw std::invalid_argument("--pyramid-beta must be >= 1");
-  if (!(p.head_beta > 1.0)) throw std::invalid_argument("--head-beta must be > 1");
-  if (!(p.r_max >= 1.0)) throw std::invalid_argument("--r-max must be >= 1");
+  if (!(p.pyramid_beta >= 1.0 && std::isfinite(p.pyramid_beta)))
+    throw std::invalid_argument("--pyramid-beta must be finite and >= 1");
+  if (!(p.head_beta > 1.0 && std::isfinite(p.head_beta)))
+    throw std::invalid_argument("--head-beta must be finite and > 1");
+  if (!(p.r_max >= 1.0 && std::isfinite(p.r_max)))
+    throw std::invalid_argument("--r-max must be finite and >= 1");
   if (spec.compress_every < 0) throw std::invalid_argument("--compress-every must be >= 0");
-  if (!(p.dyna_rate > 0.0 && p.dyna_rate <= 1.0)) throw std::invalid_argument("--dyna-rate must be in (0, 1]");
+  if (!(p.dyna_rate > 0.0 && p.dyna_rate <= 1.0))
+    throw std::invalid_argument("--dyna-rate must be in (0, 1]");
   if (p.joint_basis && spec.method != "dynakv" && spec.method != "snapkv+dynakv") {
-    throw std::invalid_argument(fmt::format("--joint-basis is for dynakv and snapkv+dynakv, not {}", spec.method));
+    throw std::invalid_argument(
+        fmt::format("--joint-basis is for dynakv and snapkv+dynakv, not {}", spec.method));
   }
   if (spec.compress_every > 0 && kvstore::is_dimension_method(spec.method) && spec.method != "dynakv") {
-    throw std::invalid_argument(fmt::format(
-        "--compress-every does not apply to {}: it compresses once after prefill (dynakv ranks decode tokens)",
-        spec.method));
+    throw std::invalid_argument(
+        fmt::format("--compress-every does not apply to {}: it compresses once after prefill (dynakv ranks "
+                    "decode tokens)",
+                    spec.method));
   }
+}
+
+void check_fits_context(const CompressionSpec& spec, int64_t context) {
+  if (!spec.enabled()) return;
+  const auto& p = spec.params;
+  for (const auto& [flag, value] : {std::pair<const char*, int64_t>{"--window", p.window},
+                                    {"--sinks", p.sinks},
+                                    {"--pool-kernel", p.pool_kernel}}) {
+    if (value > context) {
+      throw std::invalid_argument(
+          fmt::format("{} {} exceeds the model's context of {} tokens", flag, value, context));
+    }
+  }
+}
+
+void check_budget_reachable(const CompressionSpec& spec, int64_t n_positions) {
+  if (!spec.enabled()) return;
+  const int64_t budget = spec.budget_tokens_for(n_positions);
+  const int64_t kept = std::min(always_kept_tokens(spec), n_positions);
+  if (budget >= kept) return;
+  throw std::invalid_argument(
+      fmt::format("{} cannot meet the budget: {:g}% of {} positions is {} tokens per kv head, fewer than the "
+                  "{} tokens of the {} it always keeps; raise the budget or lower {}",
+                  spec.method, 100 * spec.budget_fraction, n_positions, budget, kept, always_kept_what(spec),
+                  always_kept_flag(spec)));
 }
 
 namespace {
 
 // Runs `load` on every rank; a failure anywhere becomes a comm::JobError on every rank.
 template <typename Load>
-void load_collectively(comm::Communicator& comm, Load load) {
+void run_collectively(comm::Communicator& comm, Load load) {
   std::string error;
   try {
     load();
@@ -88,21 +136,23 @@ void load_collectively(comm::Communicator& comm, Load load) {
 }
 
 std::vector<double> load_head_importance(const CompressionSpec& spec, const LlamaModel& model,
-                                         const std::filesystem::path& model_path, const std::string& model_identity) {
-  const std::filesystem::path path = spec.params.head_profile.empty() ? default_head_profile_path(model_path)
-                                                                      : std::filesystem::path(spec.params.head_profile);
+                                         const std::filesystem::path& model_path,
+                                         const std::string& model_identity) {
+  const std::filesystem::path path = spec.params.head_profile.empty()
+                                         ? default_head_profile_path(model_path)
+                                         : std::filesystem::path(spec.params.head_profile);
   if (!std::filesystem::exists(path)) {
-    throw std::runtime_error(
-        fmt::format("{} needs a head profile: '{}' does not exist (make it with `kvshrink profile-heads --model {}`, "
-                    "or give --head-profile)",
-                    spec.method, path.string(), model_path.string()));
+    throw std::runtime_error(fmt::format(
+        "{} needs a head profile: '{}' does not exist (make it with `kvshrink profile-heads --model {}`, "
+        "or give --head-profile)",
+        spec.method, path.string(), model_path.string()));
   }
   const auto profile = read_head_profile(path);
   check_profile_fits(profile, model_identity, model.config(), path);
   // The allocators cannot use an all-zero profile; say so here, where every rank agrees on it.
   if (!(std::accumulate(profile.importance.begin(), profile.importance.end(), 0.0) > 0.0)) {
-    throw std::runtime_error(
-        fmt::format("head profile '{}' is all zero: make it again with `kvshrink profile-heads`", path.string()));
+    throw std::runtime_error(fmt::format(
+        "head profile '{}' is all zero: make it again with `kvshrink profile-heads`", path.string()));
   }
   return profile.importance;
 }
@@ -111,13 +161,14 @@ std::vector<double> load_head_importance(const CompressionSpec& spec, const Llam
 std::vector<int32_t> candidate_ranks(const std::vector<int32_t>& given, int64_t head_dim) {
   std::vector<int32_t> ranks = given;
   if (ranks.empty()) {
-    for (int64_t r = head_dim; r >= std::max<int64_t>(1, head_dim / 8); r /= 2) ranks.push_back(static_cast<int32_t>(r));
+    for (int64_t r = head_dim; r >= std::max<int64_t>(1, head_dim / 8); r /= 2)
+      ranks.push_back(static_cast<int32_t>(r));
   }
   for (const int32_t r : ranks) {
     if (r < 1 || r > head_dim || head_dim % r != 0) {
-      throw std::invalid_argument(fmt::format(
-          "--ranks {}: each candidate rank must divide the head dimension {} (e.g. {},{},{},{})", r, head_dim, head_dim,
-          head_dim / 2, head_dim / 4, head_dim / 8));
+      throw std::invalid_argument(
+          fmt::format("--ranks {}: each candidate rank must divide the head dimension {} (e.g. {},{},{},{})",
+                      r, head_dim, head_dim, head_dim / 2, head_dim / 4, head_dim / 8));
     }
   }
   std::sort(ranks.begin(), ranks.end());
@@ -147,13 +198,15 @@ std::unique_ptr<DimensionMethod> make_dimension_method(const CompressionSpec& sp
                         static_cast<double>(head_importance.size());
     for (const double s : head_importance) dims.head_weights.push_back(0.05 + s / mean);
   }
-  const std::filesystem::path path =
-      spec.params.kv_basis.empty() ? default_kv_basis_path(model_path) : std::filesystem::path(spec.params.kv_basis);
+  const std::filesystem::path path = spec.params.kv_basis.empty()
+                                         ? default_kv_basis_path(model_path)
+                                         : std::filesystem::path(spec.params.kv_basis);
   if (!std::filesystem::exists(path)) {
-    throw std::runtime_error(fmt::format(
-        "{} needs a calibrated kv basis: '{}' does not exist (make it with `kvshrink calibrate --model {}`, or give "
-        "--kv-basis)",
-        spec.method, path.string(), model_path.string()));
+    throw std::runtime_error(
+        fmt::format("{} needs a calibrated kv basis: '{}' does not exist (make it with `kvshrink calibrate "
+                    "--model {}`, or give "
+                    "--kv-basis)",
+                    spec.method, path.string(), model_path.string()));
   }
   const auto basis = read_kv_basis(path);
   check_kv_basis_fits(basis, model_identity, config, path);
@@ -179,10 +232,11 @@ std::unique_ptr<DimensionMethod> make_dimension_method(const CompressionSpec& sp
   std::vector<std::shared_ptr<const JointBasis>> joint;
   if (spec.params.joint_basis) {
     if (heads.size() != config.n_head_kv) {
-      throw std::runtime_error(fmt::format(
-          "--joint-basis needs every kv head of a layer on one rank, but a rank holds {} of the {} kv heads (run "
-          "with mpirun -np 1, or leave --joint-basis out for the per-head bases)",
-          heads.size(), config.n_head_kv));
+      throw std::runtime_error(
+          fmt::format("--joint-basis needs every kv head of a layer on one rank, but a rank holds {} of the "
+                      "{} kv heads (run "
+                      "with mpirun -np 1, or leave --joint-basis out for the per-head bases)",
+                      heads.size(), config.n_head_kv));
     }
     dims.joint = true;
     const int64_t dim = basis.joint_dim;
@@ -200,15 +254,18 @@ std::unique_ptr<DimensionMethod> make_dimension_method(const CompressionSpec& sp
         view->pre_rope = basis.key_space == KeySpace::kPreRope;
         view->rope_base = config.rope_freq_base;
         for (int64_t k = 0; k < dim; ++k) {
-          view->key.insert(view->key.end(), key.begin() + k * dim + h * d, key.begin() + k * dim + (h + 1) * d);
-          view->value.insert(view->value.end(), value.begin() + k * dim + h * d, value.begin() + k * dim + (h + 1) * d);
+          view->key.insert(view->key.end(), key.begin() + k * dim + h * d,
+                           key.begin() + k * dim + (h + 1) * d);
+          view->value.insert(view->value.end(), value.begin() + k * dim + h * d,
+                             value.begin() + k * dim + (h + 1) * d);
         }
         layer_basis->heads.push_back(std::move(view));
       }
       joint.push_back(std::move(layer_basis));
     }
   }
-  return std::make_unique<DimensionMethod>(std::move(dims), std::move(bases), std::move(predictors), std::move(joint));
+  return std::make_unique<DimensionMethod>(std::move(dims), std::move(bases), std::move(predictors),
+                                           std::move(joint));
 }
 
 }  // namespace
@@ -217,16 +274,20 @@ std::unique_ptr<KvCompressor> make_compressor(const CompressionSpec& spec, const
                                               comm::Communicator& comm,
                                               const std::filesystem::path& model_path,
                                               const std::string& model_identity) {
-  validate(spec);
+  run_collectively(comm, [&] {
+    validate(spec);
+    check_fits_context(spec, model.config().n_ctx_train);
+  });
   std::vector<double> importance;
   const std::string allocator =
       spec.allocator.empty() ? kvstore::default_allocator(spec.method) : spec.allocator;
   if (allocator == "headkv" || spec.method == "mixeddimkv-h") {
-    load_collectively(comm, [&] { importance = load_head_importance(spec, model, model_path, model_identity); });
+    run_collectively(comm,
+                     [&] { importance = load_head_importance(spec, model, model_path, model_identity); });
   }
   std::unique_ptr<DimensionMethod> dimensions;
   if (kvstore::is_dimension_method(spec.method)) {
-    load_collectively(comm, [&] {
+    run_collectively(comm, [&] {
       dimensions = make_dimension_method(spec, model, model_path, model_identity, importance);
     });
   }

@@ -31,9 +31,20 @@ struct CompressionSpec {
 // neither budget form, a token budget below the observation window, bad parameters.
 void validate(const CompressionSpec& spec);
 
-// The press and allocator of spec for this model. Collective when the allocator is headkv: the
-// head profile (params.head_profile, or the default path next to model_path) is read on every rank
-// and must fit the model (model_identity); failures are a comm::JobError on every rank.
+// Throws std::invalid_argument when --window, --sinks or --pool-kernel exceeds the context.
+void check_fits_context(const CompressionSpec& spec, int64_t context);
+
+// Throws std::invalid_argument ("<method> cannot meet the budget: ...") when the budget resolved
+// for a sequence of n_positions (budget_tokens_for) is below the tokens per kv head the press
+// always keeps (its observation window or sinks, or the whole sequence when shorter). Every rank
+// computes the same answer: call it on each, inside comm::check_all or a collective try, where a
+// fraction budget is resolved after prefill (validate has refused a token budget below the window).
+void check_budget_reachable(const CompressionSpec& spec, int64_t n_positions);
+
+// The press and allocator of spec for this model. Collective: spec is validated (and checked to fit
+// the model's trained context); with the headkv allocator the head profile (params.head_profile, or
+// the default path next to model_path) is read on every rank and must fit the model
+// (model_identity); failures are a comm::JobError on every rank.
 std::unique_ptr<KvCompressor> make_compressor(const CompressionSpec& spec, const LlamaModel& model,
                                               comm::Communicator& comm,
                                               const std::filesystem::path& model_path,
