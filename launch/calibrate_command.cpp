@@ -24,6 +24,7 @@
 #include "engine/model/tensor_parallel_split.h"
 #include "launch/loaded_model.h"
 #include "launch/model_options.h"
+#include "launch/output_path.h"
 
 namespace kvshrink::launch {
 namespace {
@@ -427,6 +428,8 @@ CLI::App* add_calibrate_command(CLI::App& app, CalibrateOptions& o) {
 int run_calibrate(const CalibrateOptions& given, comm::Communicator& comm) {
   const bool coordinator = comm.world().is_coordinator();
   const auto start = std::chrono::steady_clock::now();
+  const std::string out = given.out.empty() ? engine::default_kv_basis_path(given.model).string() : given.out;
+  check_output_file(out, comm);
   auto loaded = load_model(given.model, comm, given.batch_size);
   auto& model = *loaded.model;
   const auto& config = model.config();
@@ -441,8 +444,6 @@ int run_calibrate(const CalibrateOptions& given, comm::Communicator& comm) {
         options.calib_offsets.push_back(offset);
     }
   }
-  const std::string out =
-      options.out.empty() ? engine::default_kv_basis_path(options.model).string() : options.out;
   const auto key_space = engine::parse_key_space(options.key_space);
   const int64_t d = config.head_dim;
   const int64_t n_layers = config.n_layers;

@@ -5,8 +5,21 @@
 
 #include "comm/collective_error.h"
 #include "kvstore/press_registry.h"
+#include "launch/cli_checks.h"
 
 namespace kvshrink::launch {
+namespace {
+
+// Token counts past the largest context a run may have (--ctx-size) are refused at parsing; the
+// model's own context is checked in engine::make_compressor.
+constexpr int64_t kMaxTokens = int64_t{1} << 24;
+CLI::Range token_range() {
+  return CLI::Range(int64_t{1}, kMaxTokens);
+}
+// The allocators' ratios (--pyramid-beta, --head-beta, --r-max).
+constexpr double kMaxFactor = 1e6;
+
+}  // namespace
 
 void add_compression_options(CLI::App& cmd, CompressionOptions& o, bool several) {
   auto names = kvstore::method_names();
@@ -15,19 +28,13 @@ void add_compression_options(CLI::App& cmd, CompressionOptions& o, bool several)
                                fmt::format("KV compression method{}: {}",
                                            several ? "s (comma separated)" : "", fmt::join(names, ", ")))
                     ->check(CLI::IsMember(names));
-  auto* budget =
-      cmd.add_option("--budget", o.budgets,
-                     "KV budget as a fraction of the full cache's bytes, in (0, 1]" +
-                         std::string(several ? " (comma separated)" : ""))
-          ->check(CLI::Validator(
-              [](std::string& v) {
-                const double f = std::stod(v);
-                return f > 0.0 && f <= 1.0 ? std::string() : fmt::format("budget {} is outside (0, 1]", v);
-              },
-              "(0, 1]"));
+  auto* budget = cmd.add_option("--budget", o.budgets,
+                                "KV budget as a fraction of the full cache's bytes, in (0, 1]" +
+                                    std::string(several ? " (comma separated)" : ""))
+                     ->check(positive_up_to(1.0));
   auto* tokens = cmd.add_option("--budget-tokens", o.budget_tokens,
                                 "KV budget in tokens per kv head, window included (the papers' KV size)")
-                     ->check(CLI::PositiveNumber);
+                     ->check(token_range());
   if (several) {
     press->delimiter(',');
     budget->delimiter(',');
@@ -44,35 +51,45 @@ void add_compression_options(CLI::App& cmd, CompressionOptions& o, bool several)
                              fmt::join(kvstore::allocator_names(), ", ")))
       ->check(CLI::IsMember(kvstore::allocator_names()));
   cmd.add_option("--window", o.window,
-                 "Observation window (always kept): SnapKV family 32, DynamicKV 8, H2O recent 32");
-  cmd.add_option("--pool-kernel", o.pool_kernel, "Pooling kernel of the window scores (default 7; 1 = none)");
+                 "Observation window (always kept): SnapKV family 32, DynamicKV 8, H2O recent 32")
+      ->check(token_range());
+  cmd.add_option("--pool-kernel", o.pool_kernel, "Pooling kernel of the window scores (default 7; 1 = none)")
+      ->check(token_range());
   cmd.add_option("--pool-type", o.pool_type, "Pooling: max (default) or avg (DynamicKV default)")
       ->check(CLI::IsMember({"max", "avg"}));
-  cmd.add_option("--sinks", o.sinks, "StreamingLLM attention sinks (default 4)");
-  cmd.add_option("--alpha", o.alpha,
-                 "AdaKV floor: share of the uniform budget each head keeps (default 0.2)");
-  cmd.add_option("--pyramid-beta", o.pyramid_beta, "PyramidKV: the top layer keeps b / beta (default 20)");
-  cmd.add_option("--head-beta", o.head_beta, "HeadKV: each head keeps at least b - b / beta (default 1.01)");
-  cmd.add_option("--r-max", o.r_max, "DynamicKV: a layer keeps at most r_max x the mean budget (default 10)");
+  cmd.add_option("--sinks", o.sinks, "StreamingLLM attention sinks (default 4)")
+      ->check(CLI::Range(int64_t{0}, kMaxTokens));
+  cmd.add_option("--alpha", o.alpha, "AdaKV floor: share of the uniform budget each head keeps (default 0.2)")
+      ->check(finite_in(0.0, 1.0));
+  cmd.add_option("--pyramid-beta", o.pyramid_beta, "PyramidKV: the top layer keeps b / beta (default 20)")
+      ->check(finite_in(1.0, kMaxFactor));
+  cmd.add_option("--head-beta", o.head_beta, "HeadKV: each head keeps at least b - b / beta (default 1.01)")
+      ->check(finite_in(1.0, kMaxFactor));
+  cmd.add_option("--r-max", o.r_max, "DynamicKV: a layer keeps at most r_max x the mean budget (default 10)")
+      ->check(finite_in(1.0, kMaxFactor));
   cmd.add_option(
       "--head-profile", o.head_profile,
       "HeadKV head-importance profile (default: <model>.heads.gguf, from `kvshrink profile-heads`)");
-  cmd.add_option("--ranks", o.ranks,
-                 "MixedDimKV/DynaKV candidate ranks, each dividing the head dimension (default d,d/2,d/4,d/8)")
+  cmd.add_option(
+         "--ranks", o.ranks,
+         "MixedDimKV/DynaKV candidate ranks, each dividing the head dimension (default d,d/2,d/4,d/8)")
       ->delimiter(',');
   cmd.add_option("--dyna-rate", o.dyna_rate,
                  "snapkv+dynakv: mean share of dimensions the kept tokens keep (default 15/32; SnapKV keeps "
-                 "budget / rate tokens)");
-  cmd.add_option("--kv-basis", o.kv_basis,
-                 "Calibrated key/value bases for mixeddimkv(-h) and dynakv (default: <model>.kvbasis.gguf, from "
-                 "`kvshrink calibrate`)");
+                 "budget / rate tokens)")
+      ->check(positive_up_to(1.0));
+  cmd.add_option(
+      "--kv-basis", o.kv_basis,
+      "Calibrated key/value bases for mixeddimkv(-h) and dynakv (default: <model>.kvbasis.gguf, from "
+      "`kvshrink calibrate`)");
   cmd.add_flag("--joint-basis", o.joint_basis,
                "dynakv, snapkv+dynakv: the joint basis across a layer's kv heads (as the DynaKV paper; one "
                "eviction for all heads of a layer; needs every kv head on one rank, i.e. mpirun -np 1)");
   cmd.add_option(
-      "--compress-every", o.compress_every,
-      "Re-compact to the budget every N decode steps (default: 1 for h2o and streamingllm, else 0 = "
-      "after prefill only)");
+         "--compress-every", o.compress_every,
+         "Re-compact to the budget every N decode steps (default: 1 for h2o and streamingllm, else 0 = "
+         "after prefill only)")
+      ->check(CLI::NonNegativeNumber);
 }
 
 namespace {

@@ -2,7 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "comm/collective_error.h"
+#include "launch/cli_checks.h"
 
 namespace kvshrink::launch {
 
@@ -19,19 +22,16 @@ void add_model_options(CLI::App& cmd, std::string& model, int64_t& context_size,
 void add_sampling_options(CLI::App& cmd, engine::SamplingParams& s) {
   cmd.add_option("--temperature", s.temperature, "Sampling temperature; 0 = greedy")
       ->capture_default_str()
-      ->check(CLI::Range(0.0f, 100.0f));
+      ->check(finite_in(0.0, 100.0));
   cmd.add_option("--top-k", s.top_k, "Keep the k most likely tokens; 0 = all")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative_integer());
   cmd.add_option("--top-p", s.top_p, "Nucleus sampling: keep the smallest set with this probability")
       ->capture_default_str()
-      ->check(CLI::Range(0.0f, 1.0f) & CLI::Validator(
-                                           [](std::string& v) {
-                                             return std::stof(v) > 0.0f ? std::string()
-                                                                        : std::string("top-p must be > 0");
-                                           },
-                                           "> 0"));
-  cmd.add_option("--seed", s.seed, "Random seed for sampling")->capture_default_str();
+      ->check(positive_up_to(1.0));
+  cmd.add_option("--seed", s.seed, "Random seed for sampling")
+      ->capture_default_str()
+      ->check(non_negative_integer());
 }
 
 int64_t context_size_or_default(int64_t requested, const engine::LlamaConfig& config,
@@ -40,6 +40,14 @@ int64_t context_size_or_default(int64_t requested, const engine::LlamaConfig& co
                   fmt::format("--ctx-size {} exceeds the model's trained context of {} tokens", requested,
                               config.n_ctx_train));
   return requested == 0 ? config.n_ctx_train : requested;
+}
+
+void check_context_lengths(const std::vector<int64_t>& lengths, int64_t context, comm::Communicator& comm) {
+  const auto longest = std::max_element(lengths.begin(), lengths.end());
+  comm::check_all(comm, longest == lengths.end() || *longest <= context,
+                  fmt::format("--context-lengths {} exceeds the context of {} tokens (the model's trained "
+                              "context, or --ctx-size)",
+                              longest == lengths.end() ? 0 : *longest, context));
 }
 
 }  // namespace kvshrink::launch

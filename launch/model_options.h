@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "engine/generation/sampler.h"
 #include "engine/model/llama_config.h"
@@ -22,5 +23,8 @@ void add_sampling_options(CLI::App& cmd, engine::SamplingParams& sampling);
 // the trained context is an error on every rank.
 int64_t context_size_or_default(int64_t requested, const engine::LlamaConfig& config,
                                 comm::Communicator& comm);
+// Collective: --context-lengths past the context (from context_size_or_default) are an error on
+// every rank, before any prompt is built.
+void check_context_lengths(const std::vector<int64_t>& lengths, int64_t context, comm::Communicator& comm);
 
 }  // namespace kvshrink::launch

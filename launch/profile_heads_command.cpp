@@ -13,12 +13,14 @@
 #include "comm/collective_error.h"
 #include "comm/communicator.h"
 #include "engine/compression/head_profile_file.h"
+#include "launch/loaded_model.h"
 #include "engine/tokenizer/chat_template.h"
 #include "eval/synthetic_tasks.h"
 #include "kernels/cpu/window_attention.h"
 #include "kvstore/window_scores.h"
-#include "launch/loaded_model.h"
+#include "launch/cli_checks.h"
 #include "launch/model_options.h"
+#include "launch/output_path.h"
 
 namespace kvshrink::launch {
 namespace {
@@ -183,24 +185,28 @@ CLI::App* add_profile_heads_command(CLI::App& app, ProfileHeadsOptions& o) {
   cmd->add_option("--depths", o.depths, "Needle depths in percent")
       ->delimiter(',')
       ->capture_default_str()
-      ->check(CLI::Range(0.0, 100.0));
+      ->check(finite_in(0.0, 100.0));
   cmd->add_option("--samples", o.samples,
                   "Probes per (length, depth), alternating niah_single_2 and niah_multikey_1")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
-  cmd->add_option("--seed", o.seed, "Seed of the probe generator")->capture_default_str();
+  cmd->add_option("--seed", o.seed, "Seed of the probe generator")
+      ->capture_default_str()
+      ->check(non_negative_integer());
   return cmd;
 }
 
 int run_profile_heads(const ProfileHeadsOptions& options, comm::Communicator& comm) {
   const bool coordinator = comm.world().is_coordinator();
   const auto start = std::chrono::steady_clock::now();
+  const std::string out =
+      options.out.empty() ? engine::default_head_profile_path(options.model).string() : options.out;
+  check_output_file(out, comm);
   auto loaded = load_model(options.model, comm, options.batch_size);
   auto& model = *loaded.model;
   const auto& config = model.config();
   const int64_t context = context_size_or_default(options.context_size, config, comm);
-  const std::string out =
-      options.out.empty() ? engine::default_head_profile_path(options.model).string() : options.out;
+  check_context_lengths(options.context_lengths, context, comm);
 
   std::vector<Probe> probes;
   std::string error;
