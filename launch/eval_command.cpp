@@ -3,25 +3,27 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include <array>
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
-#include <fstream>
-#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
-#include <tuple>
 
 #include "comm/collective_error.h"
 #include "comm/communicator.h"
 #include "engine/generation/generator.h"
+#include "launch/loaded_model.h"
 #include "engine/tokenizer/chat_template.h"
 #include "eval/eval_sample.h"
 #include "eval/longbench.h"
+#include "eval/output_file.h"
+#include "eval/records_file.h"
+#include "eval/results_summary.h"
 #include "eval/synthetic_tasks.h"
-#include "launch/loaded_model.h"
+#include "launch/cli_checks.h"
 #include "launch/model_options.h"
+#include "launch/output_path.h"
 
 namespace kvshrink::launch {
 namespace {
@@ -90,21 +92,6 @@ std::string sample_id(const eval::EvalSample& sample, size_t index) {
   return fmt::format("{}|{}|{}|{}", sample.task, sample.context_length, sample.depth_percent, index);
 }
 
-std::vector<json> read_records(const std::filesystem::path& file) {
-  std::vector<json> records;
-  std::ifstream in(file);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    try {
-      records.push_back(json::parse(line));
-    } catch (const json::exception&) {
-      // a line cut by an interrupted run: that record is run again
-    }
-  }
-  return records;
-}
-
 // Progress of long runs on stderr: done/total, rate and ETA.
 class Progress {
  public:
@@ -122,83 +109,213 @@ class Progress {
   std::chrono::steady_clock::time_point start_;
 };
 
-// summary.json rows and results.md tables from every record in samples.jsonl.
+// A sample's prompt in one mode as the model gets it, cut to fit the context, and its answer cap.
+struct Prompt {
+  EncodedSample tokens;
+  int64_t max_new_tokens = 0;
+};
+
+Prompt make_prompt(const eval::EvalSample& sample, const engine::Tokenizer& tokenizer, bool agnostic,
+                   int64_t context, int64_t max_new_tokens) {
+  Prompt prompt{
+      encode(sample, tokenizer, agnostic),
+      max_new_tokens > 0 ? std::min<int64_t>(max_new_tokens, sample.max_new_tokens) : sample.max_new_tokens};
+  // Too long for the context: cut the middle of the context part, as LongBench does.
+  auto& part = prompt.tokens.context;
+  const int64_t room = context - prompt.max_new_tokens - static_cast<int64_t>(prompt.tokens.question.size());
+  if (static_cast<int64_t>(part.size()) > room && room >= 2) {
+    part = eval::truncate_middle(part, static_cast<size_t>(room));
+  }
+  return prompt;
+}
+
+// What rank 0 runs: every sample, and its prompt in each mode ([sample * modes + mode]).
+struct EvalPlan {
+  std::vector<eval::EvalSample> samples;
+  std::vector<Prompt> prompts;
+};
+
+// Throws for bad task input, and for a budget that a setting cannot meet on some prompt (the part a
+// press compresses is the prompt's context part: the whole prompt when query-aware).
+EvalPlan make_plan(const EvalOptions& o, const std::vector<std::string>& modes,
+                   const std::vector<EvalSetting>& settings, const engine::Tokenizer& tokenizer,
+                   int64_t context) {
+  EvalPlan plan{build_samples(o, tokenizer), {}};
+  for (const auto& sample : plan.samples) {
+    for (const auto& mode : modes) {
+      plan.prompts.push_back(
+          make_prompt(sample, tokenizer, mode == "query-agnostic", context, o.max_new_tokens));
+      const auto compressed = static_cast<int64_t>(plan.prompts.back().tokens.context.size());
+      for (const auto& setting : settings) engine::check_budget_reachable(setting.spec, compressed);
+    }
+  }
+  return plan;
+}
+
+// Runs work on rank 0; a failure there is a comm::JobError on every rank.
+template <typename Work>
+void on_coordinator(comm::Communicator& comm, Work work) {
+  std::string error;
+  if (comm.world().is_coordinator()) {
+    try {
+      work();
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  comm::check_all(comm, error.empty(), error);
+}
+
+// Rank 0, before any model work: the output folder with its files writable, samples.jsonl's torn
+// last line dropped. Returns the keys of the records samples.jsonl holds.
+std::set<std::string> open_out_folder(const std::filesystem::path& out) {
+  std::filesystem::create_directories(out);
+  for (const char* name : {"samples.jsonl", "summary.json", "results.md"}) check_output_file(out / name);
+  const auto path = out / "samples.jsonl";
+  if (const size_t cut = eval::drop_torn_last_line(path); cut > 0) {
+    fmt::print(stderr,
+               "kvshrink eval: warning: dropped the torn last line of {} ({} bytes, cut by an interrupted "
+               "run); its record runs again\n",
+               path.string(), cut);
+  }
+  std::set<std::string> finished;
+  for (const auto& r : eval::read_records(path)) {
+    finished.insert(record_key(r["sample_id"], r["mode"], r.value("setting", "full KV")));
+  }
+  if (!finished.empty()) {
+    fmt::print(stderr, "kvshrink eval: {} records already in {}; finished ones are skipped\n",
+               finished.size(), path.string());
+  }
+  return finished;
+}
+
+// What every (sample, mode) of a run shares. plan, finished and records: rank 0 only.
+struct EvalRun {
+  comm::Communicator& comm;
+  const LoadedModel& loaded;
+  std::vector<std::string> modes;
+  std::vector<EvalSetting> settings;
+  kvstore::KvStoreOptions store_options;  // what every press of the run needs from the shared prefill
+  EvalPlan plan;
+  std::set<std::string> finished;
+  std::optional<eval::AppendFile> records;
+};
+
+// One samples.jsonl record: the sample in one mode under one setting, its answer and score, and the
+// KV bytes over all ranks ([held, full] at the end of the answer, then right after compression).
+json make_record(const EvalRun& run, size_t sample_index, const std::string& mode, const Prompt& prompt,
+                 const std::vector<TokenId>& tokens, const EvalSetting& setting, int64_t budget_tokens,
+                 const std::vector<float>& kv_bytes) {
+  const auto& sample = run.plan.samples[sample_index];
+  const auto& tokenizer = *run.loaded.tokenizer;
+  std::vector<TokenId> answer = tokens;
+  if (!answer.empty() && tokenizer.is_end_of_generation(answer.back())) answer.pop_back();
+  const std::string prediction = tokenizer.decode(answer);
+  const auto* allocator = setting.compressor ? setting.compressor->allocator() : nullptr;
+  return {
+      {"task", sample.task},
+      {"mode", mode},
+      {"sample_id", sample_id(sample, sample_index)},
+      {"context_length", sample.context_length},
+      {"depth", sample.depth_percent},
+      {"prompt_tokens", static_cast<int64_t>(prompt.tokens.context.size() + prompt.tokens.question.size())},
+      {"answers", sample.answers},
+      {"prediction", prediction},
+      {"score", eval::score(sample, prediction)},
+      {"setting", setting.label},
+      {"press", setting.spec.method},
+      {"allocator", allocator ? std::string(allocator->name()) : ""},
+      {"budget_fraction", setting.spec.budget_fraction},
+      {"budget_tokens", budget_tokens},
+      {"kv_bytes_held", kv_bytes[0]},
+      {"kv_bytes_full", kv_bytes[1]},
+      {"kv_bytes_held_compressed", kv_bytes[2]},
+      {"kv_bytes_full_compressed", kv_bytes[3]}};
+}
+
+// One setting on the prefilled store kv (full KV: on kv itself, so it runs last); rank 0 appends
+// its record to samples.jsonl, and a failed write stops the job on every rank.
+void run_setting(EvalRun& run, engine::Generator& generator, kvstore::KvStore& kv,
+                 const engine::Prefilled& prefilled, size_t sample_index, const std::string& mode,
+                 const Prompt& prompt, const EvalSetting& setting) {
+  const int64_t max_new_tokens = prompt.max_new_tokens;
+  engine::KvCompression compression;
+  std::optional<kvstore::KvStore> copy;
+  if (setting.compressor) {
+    compression = {setting.compressor.get(), setting.spec.budget_tokens_for(kv.next_position()), 0.0,
+                   setting.spec.compress_every};
+    copy.emplace(setting.compressor->compressed_copy(kv, compression.budget_tokens));
+  }
+  kvstore::KvStore& store = copy ? *copy : kv;
+  const uint64_t compressed_held = store.bytes_held(), compressed_full = store.full_bytes();
+  engine::GenerationResult result;
+  if (mode == "query-agnostic") {
+    const auto question = generator.prefill(store, prompt.tokens.question, max_new_tokens);
+    result = generator.decode(store, question, max_new_tokens, {}, nullptr, compression);
+  } else {
+    result = generator.decode(store, prefilled, max_new_tokens, {}, nullptr, compression);
+  }
+  std::vector<float> kv_bytes = {static_cast<float>(result.kv_bytes_held),
+                                 static_cast<float>(result.kv_bytes_full),
+                                 static_cast<float>(compressed_held), static_cast<float>(compressed_full)};
+  run.comm.all_reduce_sum(kv_bytes);
+  on_coordinator(run.comm, [&] {
+    run.records->append_line(make_record(run, sample_index, mode, prompt, result.tokens, setting,
+                                         compression.budget_tokens, kv_bytes)
+                                 .dump());
+  });
+}
+
+// One (sample, mode): one prefill shared by the settings that lack a record. Returns whether any ran.
+bool run_sample(EvalRun& run, engine::Generator& generator, size_t sample_index, size_t mode_index) {
+  const std::string& mode = run.modes[mode_index];
+  const bool coordinator = run.comm.world().is_coordinator();
+  // Which settings still lack a record for this (sample, mode): decided by rank 0.
+  std::vector<uint8_t> todo(run.settings.size(), 1);
+  Prompt prompt;
+  if (coordinator) {
+    const std::string id = sample_id(run.plan.samples[sample_index], sample_index);
+    for (size_t s = 0; s < run.settings.size(); ++s)
+      todo[s] = !run.finished.count(record_key(id, mode, run.settings[s].label));
+    prompt = run.plan.prompts[sample_index * run.modes.size() + mode_index];
+  }
+  run.comm.broadcast_values(std::span<uint8_t>(todo), 0);
+  if (std::find(todo.begin(), todo.end(), 1) == todo.end()) return false;
+  prompt.max_new_tokens = run.comm.broadcast_value(prompt.max_new_tokens, 0);
+  // The whole prompt (query-aware) or the context alone.
+  auto kv = run.loaded.model->make_kv_store(run.store_options);
+  const auto prefilled = generator.prefill(kv, prompt.tokens.context, prompt.max_new_tokens);
+  for (size_t s = 0; s < run.settings.size(); ++s) {
+    if (todo[s]) run_setting(run, generator, kv, prefilled, sample_index, mode, prompt, run.settings[s]);
+  }
+  return true;
+}
+
+// Every press x budget, then full KV (run last, on the prefilled store itself).
+void add_settings(EvalRun& run, const std::vector<engine::CompressionSpec>& specs) {
+  auto& model = *run.loaded.model;
+  for (const auto& spec : specs) {
+    if (!spec.enabled()) continue;
+    EvalSetting setting{spec,
+                        engine::make_compressor(spec, model, run.comm, run.loaded.path, run.loaded.identity),
+                        spec.label()};
+    run.store_options = kvstore::covering(run.store_options, setting.compressor->store_options());
+    run.settings.push_back(std::move(setting));
+  }
+  run.settings.push_back({engine::CompressionSpec{}, nullptr, "full KV"});
+}
+
+bool has_synthetic_task(const EvalOptions& o) {
+  return std::any_of(o.tasks.begin(), o.tasks.end(),
+                     [](const std::string& task) { return task.rfind(kLongBenchPrefix, 0) != 0; });
+}
+
+// Rank 0: summary.json and results.md from every record, written and checked, the tables printed.
 void write_summary(const std::filesystem::path& out) {
-  struct Aggregate {
-    double score = 0.0, kv_share = 0.0;
-    int64_t count = 0;
-  };
-  using Key = std::tuple<std::string, std::string, int64_t, std::string>;  // task, mode, length, label
-  std::map<Key, Aggregate> groups;
-  std::map<std::string, Aggregate> full_by_task;  // full-KV score over every length and mode
-  std::map<std::string, std::string> method_of;   // label -> press
-  for (const auto& r : read_records(out / "samples.jsonl")) {
-    const std::string label = r.value("setting", "full KV");
-    auto& g = groups[{r["task"], r["mode"], r["context_length"], label}];
-    g.score += r["score"].get<double>();
-    // KV held right after compression (the budget at work); older records: at the end
-    const bool has_compressed = r.contains("kv_bytes_full_compressed");
-    const double full = r[has_compressed ? "kv_bytes_full_compressed" : "kv_bytes_full"].get<double>();
-    const double held = r[has_compressed ? "kv_bytes_held_compressed" : "kv_bytes_held"].get<double>();
-    g.kv_share += full > 0 ? held / full : 1.0;
-    ++g.count;
-    method_of[label] = r.value("press", "none");
-    if (label == "full KV") {
-      auto& f = full_by_task[r["task"]];
-      f.score += r["score"].get<double>();
-      ++f.count;
-    }
-  }
-  // Tasks the model cannot do at full KV (mean < 5 %) stay out of the headline average.
-  std::set<std::string> informative;
-  for (const auto& [task, f] : full_by_task) {
-    if (f.score / f.count >= 0.05) informative.insert(task);
-  }
-  json summary = json::array();
-  std::string table =
-      "| task | mode | context length | samples | score, full KV | setting | KV held | score | % of full |\n"
-      "|---|---|---:|---:|---:|---|---:|---:|---:|\n";
-  using AverageKey = std::tuple<std::string, int64_t, std::string>;  // mode, length, label
-  std::map<AverageKey, std::array<double, 4>> averages;              // score, kv share, full score, tasks
-  for (const auto& [key, g] : groups) {
-    const auto& [task, mode, length, label] = key;
-    const double score = g.score / g.count;
-    const double kv_share = g.kv_share / g.count;
-    const auto full_it = groups.find({task, mode, length, "full KV"});
-    const double full = full_it == groups.end() ? -1.0 : full_it->second.score / full_it->second.count;
-    const std::string of_full = full > 0 ? fmt::format("{:.0f}%", 100 * score / full) : "-";
-    summary.push_back({{"task", task},
-                       {"mode", mode},
-                       {"context_length", length},
-                       {"setting", label},
-                       {"press", method_of[label]},
-                       {"samples", g.count},
-                       {"score", score},
-                       {"score_full_kv", full},
-                       {"kv_share", kv_share}});
-    table += fmt::format("| {} | {} | {} | {} | {} | {} | {:.1f}% | {:.1f} | {} |\n", task, mode, length,
-                         g.count, full >= 0 ? fmt::format("{:.1f}", 100 * full) : "-", label, 100 * kv_share,
-                         100 * score, of_full);
-    if (informative.count(task) && full >= 0) {
-      auto& a = averages[{mode, length, label}];
-      a[0] += score, a[1] += kv_share, a[2] += full, a[3] += 1;
-    }
-  }
-  std::string headline = fmt::format(
-      "Average over the tasks the model does at full KV ({}); % of full = average score / average full-KV "
-      "score.\n\n"
-      "| mode | context length | setting | tasks | KV held | score | score, full KV | % of full |\n"
-      "|---|---:|---|---:|---:|---:|---:|---:|\n",
-      informative.empty() ? std::string("none") : fmt::format("{}", fmt::join(informative, ", ")));
-  for (const auto& [key, a] : averages) {
-    const auto& [mode, length, label] = key;
-    headline += fmt::format("| {} | {} | {} | {:.0f} | {:.1f}% | {:.1f} | {:.1f} | {} |\n", mode, length,
-                            label, a[3], 100 * a[1] / a[3], 100 * a[0] / a[3], 100 * a[2] / a[3],
-                            a[2] > 0 ? fmt::format("{:.0f}%", 100 * a[0] / a[2]) : "-");
-  }
-  std::ofstream(out / "summary.json") << summary.dump(2) << '\n';
-  std::ofstream(out / "results.md") << headline << "\n" << table;
-  fmt::print("{}\n{}", headline, table);
+  const auto tables = eval::summarize(eval::read_records(out / "samples.jsonl"));
+  eval::write_file(out / "summary.json", tables.summary.dump(2) + "\n");
+  eval::write_file(out / "results.md", tables.markdown);
+  fmt::print("{}", tables.markdown);
 }
 
 }  // namespace
@@ -217,11 +334,13 @@ CLI::App* add_eval_command(CLI::App& app, EvalOptions& o) {
   cmd->add_option("--depths", o.depths, "Needle depths in percent (needle tasks)")
       ->delimiter(',')
       ->capture_default_str()
-      ->check(CLI::Range(0.0, 100.0));
+      ->check(finite_in(0.0, 100.0));
   cmd->add_option("--samples", o.samples, "Samples per (task, length, depth); LongBench: records per dataset")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
-  cmd->add_option("--seed", o.seed, "Seed of the task generators")->capture_default_str();
+  cmd->add_option("--seed", o.seed, "Seed of the task generators")
+      ->capture_default_str()
+      ->check(non_negative_integer());
   cmd->add_option("--mode", o.mode,
                   "query-aware: the question is in the prefilled prompt; query-agnostic: "
                   "the context is prefilled alone, the question comes after")
@@ -243,155 +362,44 @@ CLI::App* add_eval_command(CLI::App& app, EvalOptions& o) {
 }
 
 int run_eval(const EvalOptions& options, comm::Communicator& comm) {
-  const bool coordinator = comm.world().is_coordinator();
-  auto specs = compression_specs(options.compression, comm);
-  auto loaded = load_model(options.model, comm, options.batch_size);
-  auto& model = *loaded.model;
-  const int64_t context = context_size_or_default(options.context_size, model.config(), comm);
-
-  // Settings: every press x budget, then full KV (run last, on the prefilled store itself).
-  std::vector<EvalSetting> settings;
-  kvstore::KvStoreOptions store_options;  // what every press of the run needs from the shared prefill
-  for (auto& spec : specs) {
-    if (!spec.enabled()) continue;
-    EvalSetting setting{spec, engine::make_compressor(spec, model, comm, loaded.path, loaded.identity),
-                        spec.label()};
-    store_options = kvstore::covering(store_options, setting.compressor->store_options());
-    settings.push_back(std::move(setting));
-  }
-  settings.push_back({engine::CompressionSpec{}, nullptr, "full KV"});
-
-  // Task generation can fail on bad input (unknown task, missing LongBench file): agreed by all.
-  std::vector<eval::EvalSample> samples;
-  std::set<std::string> finished;  // record keys already in samples.jsonl (rank 0)
-  const auto records_path = std::filesystem::path(options.out) / "samples.jsonl";
-  std::string error;
-  if (coordinator) {
-    try {
-      samples = build_samples(options, *loaded.tokenizer);
-      std::filesystem::create_directories(options.out);
-      for (const auto& r : read_records(records_path)) {
-        finished.insert(
-            record_key(r.value("sample_id", ""), r.value("mode", ""), r.value("setting", "full KV")));
-      }
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-  }
-  comm::check_all(comm, error.empty(), error);
-  const auto n_samples = comm.broadcast_value<uint64_t>(samples.size(), 0);
-  if (coordinator && !finished.empty()) {
-    fmt::print(stderr, "kvshrink eval: {} records already in {}; finished ones are skipped\n",
-               finished.size(), records_path.string());
-  }
+  const auto specs = compression_specs(options.compression, comm);
+  const std::filesystem::path out(options.out);
+  std::set<std::string> finished;
+  on_coordinator(comm, [&] { finished = open_out_folder(out); });
+  const auto loaded = load_model(options.model, comm, options.batch_size);
+  const int64_t context = context_size_or_default(options.context_size, loaded.model->config(), comm);
+  if (has_synthetic_task(options)) check_context_lengths(options.context_lengths, context, comm);
 
   std::vector<std::string> modes = {options.mode};
   if (options.mode == "both") modes = {"query-aware", "query-agnostic"};
-  std::ofstream records;
-  if (coordinator) records.open(records_path, std::ios::app);
-  engine::Generator generator(model, *loaded.tokenizer, comm, context);
+  EvalRun run{comm, loaded, modes, {}, {}, {}, std::move(finished), std::nullopt};
+  add_settings(run, specs);
+  on_coordinator(comm, [&] {
+    run.plan = make_plan(options, modes, run.settings, *loaded.tokenizer, context);
+    run.records.emplace(out / "samples.jsonl");
+  });
+  const auto n_samples = comm.broadcast_value<uint64_t>(run.plan.samples.size(), 0);
+
+  engine::Generator generator(*loaded.model, *loaded.tokenizer, comm, context);
   const Progress progress(static_cast<int64_t>(n_samples * modes.size()));
   int64_t done = 0, ran = 0;
-
   for (uint64_t i = 0; i < n_samples; ++i) {
-    for (const auto& mode : modes) {
+    for (size_t m = 0; m < modes.size(); ++m) {
       ++done;
-      const bool agnostic = mode == "query-agnostic";
-      // Which settings still lack a record for this (sample, mode): decided by rank 0.
-      std::vector<uint8_t> todo(settings.size(), 1);
-      std::string id;
-      if (coordinator) {
-        id = sample_id(samples[i], i);
-        for (size_t s = 0; s < settings.size(); ++s)
-          todo[s] = !finished.count(record_key(id, mode, settings[s].label));
-      }
-      comm.broadcast_values(std::span<uint8_t>(todo), 0);
-      if (std::find(todo.begin(), todo.end(), 1) == todo.end()) continue;
+      if (!run_sample(run, generator, i, m)) continue;
       ++ran;
-
-      EncodedSample encoded;
-      int64_t max_new_tokens = 0;
-      if (coordinator) {
-        encoded = encode(samples[i], *loaded.tokenizer, agnostic);
-        max_new_tokens = options.max_new_tokens > 0
-                             ? std::min<int64_t>(options.max_new_tokens, samples[i].max_new_tokens)
-                             : samples[i].max_new_tokens;
-        // Too long for the context: cut the middle of the context part, as LongBench does.
-        const int64_t room = context - max_new_tokens - static_cast<int64_t>(encoded.question.size());
-        if (static_cast<int64_t>(encoded.context.size()) > room && room >= 2) {
-          encoded.context = eval::truncate_middle(encoded.context, static_cast<size_t>(room));
-        }
-      }
-      max_new_tokens = comm.broadcast_value(max_new_tokens, 0);
-      // One prefill per (sample, mode): the whole prompt (query-aware) or the context alone.
-      auto kv = model.make_kv_store(store_options);
-      const auto prefilled = generator.prefill(kv, encoded.context, max_new_tokens);
-      const int64_t compressed_positions = kv.next_position();
-
-      for (size_t s = 0; s < settings.size(); ++s) {
-        if (!todo[s]) continue;
-        auto& setting = settings[s];
-        engine::KvCompression compression;
-        std::optional<kvstore::KvStore> copy;
-        if (setting.compressor) {
-          compression = {setting.compressor.get(), setting.spec.budget_tokens_for(compressed_positions), 0.0,
-                         setting.spec.compress_every};
-          copy.emplace(setting.compressor->compressed_copy(kv, compression.budget_tokens));
-        }
-        kvstore::KvStore& store = copy ? *copy : kv;  // full KV runs last, on the prefilled store
-        const uint64_t compressed_held = store.bytes_held(), compressed_full = store.full_bytes();
-        engine::GenerationResult result;
-        if (agnostic) {
-          const auto question = generator.prefill(store, encoded.question, max_new_tokens);
-          result = generator.decode(store, question, max_new_tokens, {}, nullptr, compression);
-        } else {
-          result = generator.decode(store, prefilled, max_new_tokens, {}, nullptr, compression);
-        }
-        std::vector<float> kv_bytes = {
-            static_cast<float>(result.kv_bytes_held), static_cast<float>(result.kv_bytes_full),
-            static_cast<float>(compressed_held), static_cast<float>(compressed_full)};
-        comm.all_reduce_sum(kv_bytes);
-        if (!coordinator) continue;
-
-        const auto& sample = samples[i];
-        std::vector<TokenId> answer = result.tokens;
-        if (!answer.empty() && loaded.tokenizer->is_end_of_generation(answer.back())) answer.pop_back();
-        const std::string prediction = loaded.tokenizer->decode(answer);
-        const int64_t prompt_tokens = static_cast<int64_t>(encoded.context.size() + encoded.question.size());
-        json record = {
-            {"task", sample.task},
-            {"mode", mode},
-            {"sample_id", id},
-            {"context_length", sample.context_length},
-            {"depth", sample.depth_percent},
-            {"prompt_tokens", prompt_tokens},
-            {"answers", sample.answers},
-            {"prediction", prediction},
-            {"score", eval::score(sample, prediction)},
-            {"setting", setting.label},
-            {"press", setting.spec.method},
-            {"allocator", setting.compressor && setting.compressor->allocator()
-                              ? std::string(setting.compressor->allocator()->name())
-                              : ""},
-            {"budget_fraction", setting.spec.budget_fraction},
-            {"budget_tokens", compression.budget_tokens},
-            {"kv_bytes_held", kv_bytes[0]},  // at the end of the answer
-            {"kv_bytes_full", kv_bytes[1]},
-            {"kv_bytes_held_compressed", kv_bytes[2]},  // right after compression
-            {"kv_bytes_full_compressed", kv_bytes[3]}};
-        records << record.dump() << '\n' << std::flush;
-      }
-      if (coordinator) {
+      if (comm.world().is_coordinator()) {
+        const auto& sample = run.plan.samples[i];
         progress.report(done, ran,
-                        fmt::format("{} {} len {} depth {}", samples[i].task, mode, samples[i].context_length,
-                                    samples[i].depth_percent));
+                        fmt::format("{} {} len {} depth {}", sample.task, modes[m], sample.context_length,
+                                    sample.depth_percent));
       }
     }
   }
-  if (coordinator) {
-    records.close();
-    write_summary(options.out);
-  }
+  on_coordinator(comm, [&] {
+    run.records->close();
+    write_summary(out);
+  });
   return 0;
 }
 

@@ -62,6 +62,8 @@ void expect_clean_error(int np, const std::string& args, const std::string& expe
   EXPECT_EQ(count_occurrences(result.output, "kvshrink: error:"), 1u) << args << "\n" << result.output;
   EXPECT_NE(result.output.find(expected), std::string::npos) << "expected '" << expected << "' in:\n"
                                                              << result.output;
+  EXPECT_EQ(result.output.find("MPI_ABORT"), std::string::npos) << "abort banner: " << args << "\n"
+                                                                << result.output;
 }
 
 class CliErrorsTest : public ::testing::Test {
@@ -130,6 +132,15 @@ TEST_F(CliErrorsTest, OutOfRangeSampling) {
   expect_clean_error(2, "generate -m " + model() + " -p hi --max-tokens 0", "max-tokens");
 }
 
+TEST_F(CliErrorsTest, NonFiniteSampling) {
+  expect_clean_error(2, "generate -m " + model() + " -p hi --temperature nan",
+                     "--temperature: nan is outside");
+  expect_clean_error(2, "generate -m " + model() + " -p hi --top-p nan", "--top-p: nan is outside");
+  expect_clean_error(2, "generate -m " + model() + " -p hi --temperature inf",
+                     "--temperature: inf is outside");
+  expect_clean_error(2, "generate -m " + model() + " -p hi --seed -1", "--seed: -1 is not an integer >= 0");
+}
+
 TEST_F(CliErrorsTest, MissingModelFile) {
   expect_clean_error(2, "generate -m " + (dir_ / "absent.gguf").string() + " -p hi", "absent.gguf");
 }
@@ -163,6 +174,47 @@ TEST_F(CliErrorsTest, MoreRanksThanKvHeads) {
 TEST_F(CliErrorsTest, BudgetOutOfRange) {
   expect_clean_error(2, "generate -m " + model() + " -p hi --press snapkv --budget 0", "outside (0, 1]");
   expect_clean_error(2, "generate -m " + model() + " -p hi --press snapkv --budget 1.5", "outside (0, 1]");
+}
+
+TEST_F(CliErrorsTest, PressParametersOutOfRange) {
+  const std::string args = "generate -m " + model() + " -p hi --press snapkv --budget 0.5";
+  expect_clean_error(2, args + " --window 2000000000", "--window: Value 2000000000 not in range");
+  expect_clean_error(2, args + " --window 10000", "--window 10000 exceeds the model's context of 8192");
+  expect_clean_error(2, args + " --alpha nan", "--alpha: nan is outside");
+  expect_clean_error(2, args + " --budget nan", "--budget: nan is outside (0, 1]");
+}
+
+TEST_F(CliErrorsTest, EvalBudgetBelowTheWindow) {
+  expect_clean_error(2,
+                     "eval -m " + model() +
+                         " -t passkey --context-lengths 512 --depths 50 --press snapkv "
+                         "--budget 1e-9 -o " +
+                         (dir_ / "eval_budget").string(),
+                     "snapkv cannot meet the budget");
+}
+
+TEST_F(CliErrorsTest, ContextLengthsPastTheModelContext) {
+  expect_clean_error(
+      2,
+      "eval -m " + model() + " -t passkey --context-lengths 1024,20000 -o " + (dir_ / "eval_long").string(),
+      "--context-lengths 20000 exceeds the context of 8192 tokens");
+  expect_clean_error(2,
+                     "eval -m " + model() + " -t passkey --context-lengths 1024 --ctx-size 512 -o " +
+                         (dir_ / "eval_long").string(),
+                     "--context-lengths 1024 exceeds the context of 512 tokens");
+  expect_clean_error(
+      2,
+      "profile-heads -m " + model() + " --context-lengths 16777216 -o " + (dir_ / "long.heads.gguf").string(),
+      "--context-lengths 16777216 exceeds the context of 8192 tokens");
+}
+
+TEST_F(CliErrorsTest, OutputPathCheckedBeforeAnyModelWork) {
+  const std::string absent = (dir_ / "absent" / "out.gguf").string();
+  expect_clean_error(2, "calibrate -m " + model() + " -o " + absent,
+                     "the folder '" + (dir_ / "absent").string());
+  expect_clean_error(2, "profile-heads -m " + model() + " -o " + absent, "does not exist");
+  expect_clean_error(2, "calibrate -m " + model() + " -o " + dir_.string(), "it is a folder");
+  expect_clean_error(2, "profile-heads -m " + model() + " -o " + dir_.string(), "it is a folder");
 }
 
 TEST_F(CliErrorsTest, TokenBudgetBelowWindow) {
@@ -215,8 +267,9 @@ TEST_F(CliErrorsTest, MissingKvBasis) {
 
 TEST_F(CliErrorsTest, CandidateRanksMustDivideTheHeadDim) {
   const std::string basis = " --kv-basis " + (dir_ / "fits.kvbasis.gguf").string();
-  expect_clean_error(2, "generate -m " + model() + " -p hi --press mixeddimkv --budget 0.5 --ranks 64,48" + basis,
-                     "each candidate rank must divide the head dimension 64");
+  expect_clean_error(
+      2, "generate -m " + model() + " -p hi --press mixeddimkv --budget 0.5 --ranks 64,48" + basis,
+      "each candidate rank must divide the head dimension 64");
   expect_clean_error(2, "generate -m " + model() + " -p hi --press dynakv --budget 0.5 --ranks 128" + basis,
                      "each candidate rank must divide the head dimension 64");
   expect_clean_error(2, "generate -m " + model() + " -p hi --press dynakv --budget 0.5 --ranks 8,8" + basis,
@@ -228,14 +281,17 @@ TEST_F(CliErrorsTest, BudgetTheCandidateRanksCannotMeet) {
   // window alone is over 10%.
   std::string prompt;
   for (int i = 0; i < 300; ++i) prompt += " hello";
-  const std::string args = " -p '" + prompt + "' --budget 0.05 -n 2 --kv-basis " + (dir_ / "fits.kvbasis.gguf").string();
+  const std::string args =
+      " -p '" + prompt + "' --budget 0.05 -n 2 --kv-basis " + (dir_ / "fits.kvbasis.gguf").string();
   expect_clean_error(2, "generate -m " + model() + " --press dynakv" + args, "dynakv cannot meet the budget");
-  expect_clean_error(2, "generate -m " + model() + " --press mixeddimkv" + args, "mixeddimkv cannot meet the budget");
+  expect_clean_error(2, "generate -m " + model() + " --press mixeddimkv" + args,
+                     "mixeddimkv cannot meet the budget");
 }
 
 TEST_F(CliErrorsTest, JointBasisNeedsEveryHeadOnOneRank) {
   expect_clean_error(2,
-                     "generate -m " + model() + " -p hi --press dynakv --joint-basis --budget 0.5 --kv-basis " +
+                     "generate -m " + model() +
+                         " -p hi --press dynakv --joint-basis --budget 0.5 --kv-basis " +
                          (dir_ / "fits.kvbasis.gguf").string(),
                      "needs every kv head of a layer on one rank");
   expect_clean_error(1, "generate -m " + model() + " -p hi --press mixeddimkv --joint-basis --budget 0.5",

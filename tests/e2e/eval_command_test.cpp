@@ -108,6 +108,56 @@ TEST_F(EvalCommandTest, PressesAndBudgetsBesideFullKvAndResume) {
   EXPECT_EQ(records.back()["press"], "tova");
 }
 
+// The output checks below: each ends the job with one error line and no abort banner.
+void expect_one_error(const testing::RunResult& result, const std::string& expected) {
+  EXPECT_NE(result.exit_code, 0) << result.output;
+  EXPECT_EQ(testing::count_occurrences(result.output, "kvshrink: error:"), 1u) << result.output;
+  EXPECT_NE(result.output.find(expected), std::string::npos) << result.output;
+  EXPECT_EQ(result.output.find("MPI_ABORT"), std::string::npos) << result.output;
+}
+
+TEST_F(EvalCommandTest, SamplesFileThatIsAFolderIsRefusedBeforeAnyModelWork) {
+  fs::create_directories(out_ / "samples.jsonl");
+  expect_one_error(eval("--task passkey --context-lengths 512 --depths 50"), "it is a folder");
+}
+
+TEST_F(EvalCommandTest, FullDiskIsAnErrorNotAnEmptySummary) {
+  if (!fs::exists("/dev/full")) GTEST_SKIP() << "no /dev/full";
+  fs::create_directories(out_);
+  fs::create_symlink("/dev/full", out_ / "summary.json");
+  const auto result = eval("--task passkey --context-lengths 512 --depths 50 --max-new-tokens 4");
+  expect_one_error(result, "summary.json': No space left on device");
+  EXPECT_EQ(result.output.find("| passkey |"), std::string::npos) << result.output;  // no table reported
+}
+
+// An interrupted run's torn last record is cut away with a warning and run again.
+TEST_F(EvalCommandTest, ResumeDropsATornLastLineAndRerunsItsRecord) {
+  const std::string args = "--task passkey --context-lengths 512 --depths 0,100 --max-new-tokens 4";
+  ASSERT_EQ(eval(args).exit_code, 0);
+  const auto complete = read_jsonl(out_ / "samples.jsonl");
+  ASSERT_EQ(complete.size(), 2u);
+  const std::string first = complete[0].dump() + "\n";
+  std::ofstream(out_ / "samples.jsonl", std::ios::trunc) << first << complete[1].dump().substr(0, 50);
+
+  const auto result = eval(args);
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("dropped the torn last line"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("1 records already"), std::string::npos) << result.output;
+  const auto records = read_jsonl(out_ / "samples.jsonl");
+  ASSERT_EQ(records.size(), 2u);
+  EXPECT_EQ(records[1]["sample_id"], complete[1]["sample_id"]);
+}
+
+// A record line that lacks a field is an error naming the file and line (the user's file is left
+// as it is), before any model work.
+TEST_F(EvalCommandTest, RecordLineMissingAFieldIsOneClearError) {
+  fs::create_directories(out_);
+  std::ofstream(out_ / "samples.jsonl") << R"({"task": "passkey", "mode": "query-aware"})"
+                                        << "\n";
+  expect_one_error(eval("--task passkey --context-lengths 512 --depths 50"),
+                   "samples.jsonl' line 1: 'sample_id' is missing");
+}
+
 TEST_F(EvalCommandTest, UnknownTaskIsOneClearError) {
   const auto result = eval("--task no_such_task --context-lengths 512");
   EXPECT_NE(result.exit_code, 0);
