@@ -1,146 +1,268 @@
 #include "kernels/cpu/packed_gemv.h"
 
-#include <cstring>
+#include <algorithm>
+#include <vector>
 
 #include "kernels/cpu/dequantize.h"
+#include "kernels/cpu/packed_gemm_small_threads.h"
 #include "kernels/cpu/quant_blocks.h"
 
-#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#if defined(__AVX2__) || defined(__AVX512F__)
+// GCC 12's AVX-512 intrinsics pass _mm512_undefined_*() operands, which -Wuninitialized flags
+// wherever they are inlined (GCC bug 105593, fixed in GCC 13).
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
-#define KVSHRINK_GEMV_AVX2 1
 #endif
 
 namespace kvshrink::kernels::cpu {
 namespace {
 
-#if defined(KVSHRINK_GEMV_AVX2)
-float horizontal_sum(__m256 v) {
+constexpr int kBlock = 32;  // columns per step of the tile loop: one Q4_1 / Q8_0 block
+
+// Vec: one SIMD register of kLanes floats (AVX-512: 16, AVX2: 8, portable fallback: 1).
+#if defined(__AVX512F__) && defined(__F16C__)
+#define KVSHRINK_GEMM_AVX512 1
+using Vec = __m512;
+constexpr int kLanes = 16;
+// tile of kTileTokens activation rows x kTileRows weight rows: 20 accumulators, 8 registers of
+// converted weights, one of activations (measured best of 8x2, 6x3, 4x4, 5x4 for m = 8..32)
+constexpr int kTileTokens = 5, kTileRows = 4;
+Vec vzero() {
+  return _mm512_setzero_ps();
+}
+Vec vload(const float* p) {
+  return _mm512_loadu_ps(p);
+}
+Vec vfma(Vec a, Vec b, Vec c) {
+  return _mm512_fmadd_ps(a, b, c);
+}
+float vsum(Vec v) {
+  return _mm512_reduce_add_ps(v);
+}
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define KVSHRINK_GEMM_AVX2 1
+using Vec = __m256;
+constexpr int kLanes = 8;
+constexpr int kTileTokens = 4, kTileRows = 1;  // 16 registers: 4 accumulators, 4 weights
+Vec vzero() {
+  return _mm256_setzero_ps();
+}
+Vec vload(const float* p) {
+  return _mm256_loadu_ps(p);
+}
+Vec vfma(Vec a, Vec b, Vec c) {
+  return _mm256_fmadd_ps(a, b, c);
+}
+float vsum(Vec v) {
   const __m128 sum4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   const __m128 sum2 = _mm_add_ps(sum4, _mm_movehl_ps(sum4, sum4));
   return _mm_cvtss_f32(_mm_add_ss(sum2, _mm_movehdup_ps(sum2)));
 }
-
-// 8 unsigned bytes -> 8 floats
-__m256 bytes_to_floats(__m128i bytes) {
-  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
-}
-
-__m256 broadcast_fp16(uint16_t h) {
-  return _mm256_set1_ps(_cvtsh_ss(h));
-}
-#endif
-
-#if defined(KVSHRINK_GEMV_AVX2)
-// q_b . x_b for one Q4_1 block, as 8 partial sums (two independent FMA chains).
-__m256 q4_1_block_dot(const BlockQ4_1& block, const float* xb) {
-  const __m128i low_nibble = _mm_set1_epi8(0x0F);
-  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block.qs));
-  const __m128i low = _mm_and_si128(packed, low_nibble);                      // elements 0..15
-  const __m128i high = _mm_and_si128(_mm_srli_epi16(packed, 4), low_nibble);  // elements 16..31
-  const __m256 first = _mm256_fmadd_ps(bytes_to_floats(_mm_srli_si128(low, 8)), _mm256_loadu_ps(xb + 8),
-                                       _mm256_mul_ps(bytes_to_floats(low), _mm256_loadu_ps(xb)));
-  const __m256 second = _mm256_fmadd_ps(bytes_to_floats(_mm_srli_si128(high, 8)), _mm256_loadu_ps(xb + 24),
-                                        _mm256_mul_ps(bytes_to_floats(high), _mm256_loadu_ps(xb + 16)));
-  return _mm256_add_ps(first, second);
-}
-#endif
-
-// Q4_1 row . x = sum_b d_b * (q_b . x_b) + m_b * sum(x_b); block_sums[b] = sum(x_b) is shared by all rows.
-float dot_q4_1(const BlockQ4_1* blocks, const float* x, const float* block_sums, int64_t n_blocks) {
-  float min_part = 0.0f;
-#if defined(KVSHRINK_GEMV_AVX2)
-  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};  // even and odd blocks
-  int64_t b = 0;
-  for (; b + 1 < n_blocks; b += 2) {
-    acc[0] = _mm256_fmadd_ps(broadcast_fp16(blocks[b].d), q4_1_block_dot(blocks[b], x + b * kQK4_1), acc[0]);
-    acc[1] = _mm256_fmadd_ps(broadcast_fp16(blocks[b + 1].d),
-                             q4_1_block_dot(blocks[b + 1], x + (b + 1) * kQK4_1), acc[1]);
-  }
-  if (b < n_blocks) {
-    acc[0] = _mm256_fmadd_ps(broadcast_fp16(blocks[b].d), q4_1_block_dot(blocks[b], x + b * kQK4_1), acc[0]);
-  }
-  for (b = 0; b < n_blocks; ++b) min_part += _cvtsh_ss(blocks[b].m) * block_sums[b];
-  return horizontal_sum(_mm256_add_ps(acc[0], acc[1])) + min_part;
 #else
-  float scaled = 0.0f;
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    const BlockQ4_1& block = blocks[b];
-    const float* xb = x + b * kQK4_1;
-    float q_dot_x = 0.0f;
-    for (int j = 0; j < kQK4_1 / 2; ++j) {
-      q_dot_x +=
-          static_cast<float>(block.qs[j] & 0xF) * xb[j] + static_cast<float>(block.qs[j] >> 4) * xb[j + 16];
-    }
-    scaled += fp16_to_fp32(block.d) * q_dot_x;
-    min_part += fp16_to_fp32(block.m) * block_sums[b];
-  }
-  return scaled + min_part;
-#endif
+using Vec = float;
+constexpr int kLanes = 1;
+constexpr int kTileTokens = 4, kTileRows = 1;
+Vec vzero() {
+  return 0.0f;
 }
+Vec vload(const float* p) {
+  return *p;
+}
+Vec vfma(Vec a, Vec b, Vec c) {
+  return a * b + c;
+}
+float vsum(Vec v) {
+  return v;
+}
+#endif
+constexpr int kVecs = kBlock / kLanes;  // registers per block
 
-// Q8_0 row . x = sum_b d_b * (q_b . x_b).
-float dot_q8_0(const BlockQ8_0* blocks, const float* x, int64_t n_blocks) {
-#if defined(KVSHRINK_GEMV_AVX2)
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    const BlockQ8_0& block = blocks[b];
-    const float* xb = x + b * kQK8_0;
-    __m256 q_dot_x = _mm256_setzero_ps();
-    for (int part = 0; part < 4; ++part) {
-      const __m128i q8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block.qs + 8 * part));
-      const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8));
-      q_dot_x = _mm256_fmadd_ps(q, _mm256_loadu_ps(xb + 8 * part), q_dot_x);
-    }
-    acc = _mm256_fmadd_ps(broadcast_fp16(block.d), q_dot_x, acc);
-  }
-  return horizontal_sum(acc);
+float half(uint16_t h) {
+#if defined(__F16C__)
+  return _cvtsh_ss(h);
 #else
-  float sum = 0.0f;
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    float q_dot_x = 0.0f;
-    for (int j = 0; j < kQK8_0; ++j) q_dot_x += static_cast<float>(blocks[b].qs[j]) * x[b * kQK8_0 + j];
-    sum += fp16_to_fp32(blocks[b].d) * q_dot_x;
-  }
-  return sum;
+  return fp16_to_fp32(h);
 #endif
 }
 
-float dot_f32(const float* a, const float* b, int64_t n) {
-  float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t i = 0; i < n; ++i) sum += a[i] * b[i];
-  return sum;
+// A weight's rows as the tile loop reads them: block(r, b, out) puts columns 32b..32b+31 of row r
+// in out[0..kVecs) (column 32b + kLanes*v + lane in out[v]). prepare(r, n) is called before rows
+// r..r+n-1 are read; add_tail adds the columns after the last whole block (none for Q4_1/Q8_0).
+struct Q4_1Rows {
+  const Weight& w;
+  void prepare(int64_t, int) {}
+  void add_tail(int64_t, int, const float*, int64_t, int64_t, float*, int64_t) const {}
+  void block(int64_t r, int64_t b, Vec* out) const {
+    const BlockQ4_1& q = reinterpret_cast<const BlockQ4_1*>(w.row(r))[b];
+#if defined(KVSHRINK_GEMM_AVX512)
+    // table[v] = v * d + m; lane j of `bytes` holds qs[j] = element j | element j + 16 << 4, and
+    // permutexvar reads the low 4 bits of each lane
+    const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512 table = _mm512_fmadd_ps(iota, _mm512_set1_ps(half(q.d)), _mm512_set1_ps(half(q.m)));
+    const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q.qs)));
+    out[0] = _mm512_permutexvar_ps(bytes, table);
+    out[1] = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table);
+#elif defined(KVSHRINK_GEMM_AVX2)
+    const __m256 d = _mm256_set1_ps(half(q.d)), m = _mm256_set1_ps(half(q.m));
+    const __m128i nibble = _mm_set1_epi8(0x0F);
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q.qs));
+    const __m128i low = _mm_and_si128(packed, nibble);                      // elements 0..15
+    const __m128i high = _mm_and_si128(_mm_srli_epi16(packed, 4), nibble);  // elements 16..31
+    const __m128i eights[4] = {low, _mm_srli_si128(low, 8), high, _mm_srli_si128(high, 8)};
+    for (int v = 0; v < 4; ++v) {
+      out[v] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(eights[v])), d, m);
+    }
+#else
+    const float d = half(q.d), m = half(q.m);
+    for (int j = 0; j < kBlock / 2; ++j) {
+      out[j] = static_cast<float>(q.qs[j] & 0xF) * d + m;
+      out[j + 16] = static_cast<float>(q.qs[j] >> 4) * d + m;
+    }
+#endif
+  }
+};
+
+struct Q8_0Rows {
+  const Weight& w;
+  void prepare(int64_t, int) {}
+  void add_tail(int64_t, int, const float*, int64_t, int64_t, float*, int64_t) const {}
+  void block(int64_t r, int64_t b, Vec* out) const {
+    const BlockQ8_0& q = reinterpret_cast<const BlockQ8_0*>(w.row(r))[b];
+#if defined(KVSHRINK_GEMM_AVX512)
+    const __m512 d = _mm512_set1_ps(half(q.d));
+    for (int v = 0; v < 2; ++v) {
+      const __m128i q8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q.qs + 16 * v));
+      out[v] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q8)), d);
+    }
+#elif defined(KVSHRINK_GEMM_AVX2)
+    const __m256 d = _mm256_set1_ps(half(q.d));
+    for (int v = 0; v < 4; ++v) {
+      const __m128i q8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q.qs + 8 * v));
+      out[v] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8)), d);
+    }
+#else
+    const float d = half(q.d);
+    for (int j = 0; j < kBlock; ++j) out[j] = static_cast<float>(q.qs[j]) * d;
+#endif
+  }
+};
+
+// Any other packing: prepare() dequantizes the rows into the thread's scratch [n x cols].
+thread_local std::vector<float> dequantized;
+struct DequantizedRows {
+  const Weight& w;
+  int64_t first = 0;
+  void prepare(int64_t r, int n) {
+    first = r;
+    dequantized.resize(static_cast<size_t>(n * w.cols()));
+    for (int j = 0; j < n; ++j)
+      dequantize_row(w.dtype(), w.row(r + j), dequantized.data() + j * w.cols(), w.cols());
+  }
+  void block(int64_t r, int64_t b, Vec* out) const {
+    const float* p = dequantized.data() + (r - first) * w.cols() + b * kBlock;
+    for (int v = 0; v < kVecs; ++v) out[v] = vload(p + v * kLanes);
+  }
+  // y[i * ldy + j] += columns after the whole blocks, for i < tokens, j < n
+  void add_tail(int64_t r, int n, const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy) const {
+    for (int64_t c = w.cols() / kBlock * kBlock; c < w.cols(); ++c) {
+      for (int j = 0; j < n; ++j) {
+        const float wc = dequantized[(r + j - first) * w.cols() + c];
+        for (int64_t i = 0; i < tokens; ++i) y[i * ldy + j] += wc * x[i * ldx + c];
+      }
+    }
+  }
+};
+
+// y[i * ldy + j] = row r + j of w . row i of x, for i < kT, j < kR, over n_blocks blocks: each
+// block of the kR weight rows is converted once and multiplied with all kT activation rows.
+template <int kR, int kT, class Rows>
+void tile(const Rows& rows, int64_t r, int64_t n_blocks, const float* x, int64_t ldx, float* y, int64_t ldy) {
+  Vec acc[kT][kR];
+  for (auto& a : acc) std::fill(a, a + kR, vzero());
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    Vec wv[kR][kVecs];
+#pragma GCC unroll 8
+    for (int j = 0; j < kR; ++j) rows.block(r + j, b, wv[j]);
+#pragma GCC unroll 32
+    for (int v = 0; v < kVecs; ++v) {
+#pragma GCC unroll 8
+      for (int i = 0; i < kT; ++i) {
+        const Vec xv = vload(x + i * ldx + b * kBlock + v * kLanes);
+#pragma GCC unroll 8
+        for (int j = 0; j < kR; ++j) acc[i][j] = vfma(wv[j][v], xv, acc[i][j]);
+      }
+    }
+  }
+  for (int i = 0; i < kT; ++i) {
+    for (int j = 0; j < kR; ++j) y[i * ldy + j] = vsum(acc[i][j]);
+  }
+}
+
+// tile<kR, t> for a run-time t in 1..kT
+template <int kR, int kT, class Rows>
+void tile_up_to(int t, const Rows& rows, int64_t r, int64_t n_blocks, const float* x, int64_t ldx, float* y,
+                int64_t ldy) {
+  if constexpr (kT > 1) {
+    if (t < kT) return tile_up_to<kR, kT - 1>(t, rows, r, n_blocks, x, ldx, y, ldy);
+  }
+  tile<kR, kT>(rows, r, n_blocks, x, ldx, y, ldy);
+}
+
+// n weight rows from r (n <= kR) times all m tokens: y[m x w.rows()], x[m x w.cols()]
+template <int kR, int kT, class Rows>
+void row_group(Rows& rows, int64_t r, int n, const float* x, float* y, int64_t m) {
+  const int64_t cols = rows.w.cols(), n_rows = rows.w.rows();
+  rows.prepare(r, n);
+  for (int64_t t = 0; t < m; t += kT) {
+    const int tokens = static_cast<int>(std::min<int64_t>(kT, m - t));
+    const float* xt = x + t * cols;
+    float* yt = y + t * n_rows + r;
+    if (n == kR) {
+      tile_up_to<kR, kT>(tokens, rows, r, cols / kBlock, xt, cols, yt, n_rows);
+    } else {
+      for (int j = 0; j < n; ++j)
+        tile_up_to<1, kT>(tokens, rows, r + j, cols / kBlock, xt, cols, yt + j, n_rows);
+    }
+    rows.add_tail(r, n, xt, cols, tokens, yt, n_rows);
+  }
+}
+
+// Output rows split into tasks of whole kR-row groups, ~32 tasks per call (at least 16 rows each)
+// taken by the compute threads in turn.
+template <int kR, int kT, class Rows>
+void gemm(Rows rows, const float* x, float* y, int64_t m) {
+  const int64_t n_rows = rows.w.rows();
+  const int64_t per_task = std::max<int64_t>(16, (n_rows + 32 * kR * 4 - 1) / (32 * kR * 4) * kR * 4);
+  run_on_compute_threads((n_rows + per_task - 1) / per_task, [&](int64_t task) {
+    Rows local = rows;
+    const int64_t end = std::min(n_rows, (task + 1) * per_task);
+    for (int64_t r = task * per_task; r < end; r += kR) {
+      row_group<kR, kT>(local, r, static_cast<int>(std::min<int64_t>(kR, end - r)), x, y, m);
+    }
+  });
+}
+
+template <class Rows>
+void gemm_any_m(Rows rows, const float* x, float* y, int64_t m) {
+  if constexpr (kTileRows < 2) {  // one or two tokens: two weight rows for two accumulator chains
+    if (m <= 2) return gemm<2, 2>(rows, x, y, m);
+  }
+  gemm<kTileRows, kTileTokens>(rows, x, y, m);
 }
 
 }  // namespace
 
-void packed_gemv(const Weight& w, const float* x, float* y, std::vector<float>& row_scratch) {
-  const int64_t cols = w.cols();
+void packed_gemm(const Weight& w, const float* x, float* y, int64_t m) {
   switch (w.dtype()) {
-    case TensorType::Q4_1: {
-      const int64_t n_blocks = cols / kQK4_1;
-      std::vector<float> block_sums(static_cast<size_t>(n_blocks));
-      for (int64_t b = 0; b < n_blocks; ++b) {
-        float sum = 0.0f;
-        for (int j = 0; j < kQK4_1; ++j) sum += x[b * kQK4_1 + j];
-        block_sums[b] = sum;
-      }
-      for (int64_t r = 0; r < w.rows(); ++r) {
-        y[r] = dot_q4_1(reinterpret_cast<const BlockQ4_1*>(w.row(r)), x, block_sums.data(), n_blocks);
-      }
-      return;
-    }
+    case TensorType::Q4_1:
+      return gemm_any_m(Q4_1Rows{w}, x, y, m);
     case TensorType::Q8_0:
-      for (int64_t r = 0; r < w.rows(); ++r) {
-        y[r] = dot_q8_0(reinterpret_cast<const BlockQ8_0*>(w.row(r)), x, cols / kQK8_0);
-      }
-      return;
+      return gemm_any_m(Q8_0Rows{w}, x, y, m);
     default:
-      row_scratch.resize(static_cast<size_t>(cols));
-      for (int64_t r = 0; r < w.rows(); ++r) {
-        dequantize_row(w.dtype(), w.row(r), row_scratch.data(), cols);
-        y[r] = dot_f32(row_scratch.data(), x, cols);
-      }
+      return gemm_any_m(DequantizedRows{w}, x, y, m);
   }
 }
 

@@ -1,15 +1,28 @@
-// Matrix-vector product straight from GGML-packed weight rows (decode: one token, so the weights
-// are read once per step and reading fewer bytes is what makes it fast).
+// Matrix product straight from GGML-packed weight rows for a few tokens (decode: one row per
+// sequence). Every packed weight row is read once per call: each 32-element block is converted to
+// floats in registers once and multiplied with all m activation rows, which stay exact f32, so the
+// result equals the product with the dequantized rows to float rounding. Reading fewer bytes
+// (Q4_1: 0.625 bytes per weight) and converting each weight once is what makes it fast.
 #pragma once
 
+#include <cstdint>
 #include <vector>
 
 #include "kernels/weight.h"
 
 namespace kvshrink::kernels::cpu {
 
-// y[r] = sum_c row_r(w)[c] * x[c] for every row r; w packed (dtype() != F32). Q4_1 and Q8_0 use
-// fused AVX2 kernels; other types dequantize one row at a time into `row_scratch`.
-void packed_gemv(const Weight& w, const float* x, float* y, std::vector<float>& row_scratch);
+// Up to this many tokens packed_gemm beats dequantize + SGEMM (measured in docs/performance.md).
+constexpr int64_t kPackedGemmMaxTokens = 32;
+
+// y[m x w.rows()] = x[m x w.cols()] . w^T, row-major; w packed (dtype() != F32). Q4_1 and Q8_0
+// convert blocks in registers; other types dequantize a few rows at a time into thread-local
+// scratch. Output rows are split over the compute threads (packed_gemm_small_threads.h).
+void packed_gemm(const Weight& w, const float* x, float* y, int64_t m);
+
+// One token, as committed cpu_backend.cpp still calls it; goes when its matmul calls packed_gemm.
+inline void packed_gemv(const Weight& w, const float* x, float* y, std::vector<float>& /*row_scratch*/) {
+  packed_gemm(w, x, y, 1);
+}
 
 }  // namespace kvshrink::kernels::cpu
