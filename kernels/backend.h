@@ -11,32 +11,42 @@
 
 namespace kvshrink::kernels {
 
+// A run of one head's full-dimension tokens in one KV block (kvstore/head_segment.h): keys and
+// values [n x head_dim] row-major (keys with RoPE applied), positions [n] ascending, and the
+// accumulated attention [n] when the store tracks it (else null).
+struct KvBlockView {
+  const float* keys;
+  const float* values;
+  const int32_t* positions;
+  float* mass;
+  int64_t n;
+};
+
 // Attention of one KV head and the `group` query heads that read it, for m query tokens over
-// n_kv cached tokens (the new tokens already appended). Causal by position: query i sees cached
-// token t iff kv_positions[t] <= q_positions[i].
+// the cached tokens of `blocks` (the new tokens already appended), in position order across
+// blocks. Causal by position: query i sees cached token t iff its position <= q_positions[i].
 struct HeadAttention {
   const float* q;    // query head j of token i at q + i*q_stride + j*head_dim (RoPE applied)
   int64_t q_stride;  // floats between consecutive tokens
   float* out;        // same layout as q, out_stride between tokens
   int64_t out_stride;
-  const float* keys;            // [n_kv x head_dim], RoPE applied
-  const float* values;          // [n_kv x head_dim]
-  const int32_t* kv_positions;  // [n_kv]
-  const int32_t* q_positions;   // [m]
+  const KvBlockView* blocks;  // [n_blocks], positions ascending across them
+  int64_t n_blocks;
+  const int32_t* q_positions;  // [m]
   int64_t m;
-  int64_t n_kv;
   int64_t group;
   int64_t head_dim;
   float scale;  // 1 / sqrt(head_dim)
 
   // Optional outputs, for attention split over several segments and for scoring presses:
-  // lse[i*group + j] = log of the softmax denominator of query i, head j over these n_kv tokens
+  // lse[i*group + j] = log of the softmax denominator of query i, head j over these tokens
   // (natural log, max included; -inf when it sees none). Merge segments with merge_attention().
   float* lse = nullptr;
-  // key_mass[t] += mean over the group's heads of sum over the m queries of the probability given
-  // to token t (H2O's accumulated attention). Probabilities are normalised over these n_kv tokens,
-  // or, when lse_reference [m x group] is given, over a larger set whose log-denominators it holds.
-  float* key_mass = nullptr;
+  // With track_mass, each block's mass[t] += mean over the group's heads of sum over the m queries
+  // of the probability given to token t (H2O's accumulated attention). Probabilities are
+  // normalised over these tokens, or, when lse_reference [m x group] is given, over a larger set
+  // whose log-denominators it holds.
+  bool track_mass = false;
   const float* lse_reference = nullptr;
 };
 
@@ -61,12 +71,12 @@ struct LowRankAttention {
   int64_t q_stride;
   float* out;
   int64_t out_stride;
-  float* lse;                       // [m x group] log-denominators, as HeadAttention::lse (required)
+  float* lse;  // [m x group] log-denominators, as HeadAttention::lse (required)
   const LowRankBucket* buckets;
   int64_t n_buckets;
-  const int32_t* q_positions;       // [m]
-  const float* key_basis;           // [>= max rank x head_dim]: basis vector k at k * head_dim
-  const float* value_basis;         // [>= max rank x head_dim]
+  const int32_t* q_positions;  // [m]
+  const float* key_basis;      // [>= max rank x head_dim]: basis vector k at k * head_dim
+  const float* value_basis;    // [>= max rank x head_dim]
   int64_t m;
   int64_t group;
   int64_t head_dim;
@@ -99,6 +109,13 @@ class Backend {
   virtual void add(float* y, const float* x, int64_t count) = 0;
   virtual void attention(const HeadAttention& args) = 0;
   virtual void low_rank_attention(const LowRankAttention& args) = 0;
+  // out[i x w.cols] = row tokens[i] of the (packed) embedding table w, dequantized
+  virtual void embedding_rows(const Weight& w, const int32_t* tokens, int64_t n, float* out) = 0;
+
+  // Memory the KV pool carves into blocks (kvstore/kv_memory_pool.h): host memory on CPU, device
+  // memory on a GPU backend. Throws std::bad_alloc when none is left.
+  virtual void* allocate_kv_memory(uint64_t bytes) = 0;
+  virtual void free_kv_memory(void* memory, uint64_t bytes) = 0;
 };
 
 }  // namespace kvshrink::kernels

@@ -9,12 +9,11 @@ namespace kvshrink::kvstore {
 void H2oPress::score(const HeadScoringInput& input, std::span<float> scores) const {
   size_t t = 0;
   for (const auto& segment : input.head.segments()) {
-    const float* mass = segment.attention_mass();
-    if (!mass && segment.tokens() > 0) throw std::logic_error("h2o: the store does not track attention mass");
+    if (!segment.tracks_mass() && segment.tokens() > 0)
+      throw std::logic_error("h2o: the store does not track attention mass");
     for (int64_t i = 0; i < segment.tokens(); ++i, ++t) {
-      const int64_t seen_by =
-          input.next_position - segment.positions()[i];  // queries at positions >= its own
-      scores[t] = mass[i] / static_cast<float>(seen_by > 0 ? seen_by : 1);
+      const int64_t seen_by = input.next_position - segment.position(i);  // queries at positions >= its own
+      scores[t] = segment.mass(i) / static_cast<float>(seen_by > 0 ? seen_by : 1);
     }
   }
   protect_recent(scores, window_);

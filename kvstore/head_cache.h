@@ -18,7 +18,9 @@ namespace kvshrink::kvstore {
 
 class HeadCache {
  public:
-  HeadCache(int64_t head_dim, bool track_mass);
+  HeadCache(int64_t head_dim, bool track_mass, KvMemoryPool& pool);
+  HeadCache(HeadCache&&) = default;
+  HeadCache& operator=(HeadCache&&) = default;
 
   std::span<const HeadSegment> segments() const { return segments_; }
   std::span<HeadSegment> segments() { return segments_; }
@@ -29,24 +31,28 @@ class HeadCache {
   int64_t tokens() const;
   int64_t low_rank_tokens() const;
   int64_t head_dim() const { return head_dim_; }
+  KvMemoryPool& pool() const { return *pool_; }
   uint64_t bytes_held() const;
+  // Bytes of the pool blocks held (low-rank blocks shared by several heads count their share).
+  uint64_t block_bytes_held() const;
   // Positions of the full-dimension tokens in index order.
   std::vector<int32_t> positions() const;
 
-  // Keeps only the full-dimension tokens at `kept` (ascending token indices): they move into one
-  // compacted segment followed by an empty tail, and the memory of the others is freed. Low-rank
-  // segments stay.
+  // Keeps only the full-dimension tokens at `kept` (ascending token indices), in place: they end
+  // in one compacted segment followed by an empty tail, and the blocks of the others go back to
+  // the pool. Low-rank segments stay.
   void compact(std::span<const int32_t> kept);
   // This head with only the tokens at `kept`, same layout as after compact().
   HeadCache compacted_copy(std::span<const int32_t> kept) const;
-  void reserve_tail(int64_t tokens) { segments_.back().reserve(tokens); }
   void clear();
 
  private:
+  void check_kept(std::span<const int32_t> kept) const;
   HeadSegment gather(std::span<const int32_t> kept) const;
 
   int64_t head_dim_;
   bool track_mass_;
+  KvMemoryPool* pool_;
   std::vector<HeadSegment> segments_;  // never empty; back() is the tail
   std::vector<LowRankSegment> low_rank_;
 };

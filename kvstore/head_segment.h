@@ -1,51 +1,76 @@
-// A run of one (sequence, layer, kv-head)'s tokens kept at full dimension. Each token keeps its
-// original position; keys are stored with RoPE applied. Low-rank segments (coefficients in a
-// head's basis) become a further kind beside this one.
+// A run of one (sequence, layer, kv-head)'s tokens kept at full dimension, in fixed-size blocks
+// from the rank's KV pool. Each token keeps its original position; keys are stored with RoPE
+// applied. Appending allocates a block when the last one is full; destroying or clearing the
+// segment gives its blocks back to the pool at once.
 //
-// Layout: keys and values [tokens x head_dim] float32, row-major; positions [tokens], ascending;
-// attention_mass [tokens] (H2O's accumulated attention) only when the store tracks it, else empty.
+// Block layout (kBlockTokens tokens, head_dim d), block_bytes(d) bytes:
+//   keys [kBlockTokens x d] f32 | values [kBlockTokens x d] f32 | positions [kBlockTokens] i32 |
+//   attention mass [kBlockTokens] f32 (H2O's accumulated attention; read only when tracked)
+// Positions ascend across the segment's tokens.
 #pragma once
 
 #include <cstdint>
 #include <span>
 #include <vector>
 
+#include "kernels/backend.h"
+#include "kvstore/kv_memory_pool.h"
+
 namespace kvshrink::kvstore {
 
 class HeadSegment {
  public:
-  HeadSegment(int64_t head_dim, bool track_mass) : head_dim_(head_dim), track_mass_(track_mass) {}
+  static constexpr int64_t kBlockTokens = 16;
+  static uint64_t block_bytes(int64_t head_dim) { return kBlockTokens * (2 * head_dim * sizeof(float) + 8); }
 
-  void reserve(int64_t tokens);
+  HeadSegment(int64_t head_dim, bool track_mass, KvMemoryPool& pool);
+  HeadSegment(HeadSegment&&) = default;
+  HeadSegment& operator=(HeadSegment&&) = default;
+
+  // Throws KvMemoryExhausted when a new block is needed and the pool has none.
   void append(const float* key, const float* value, int32_t position);
-  // Copies token `index` of `from` (same head_dim) to the end of this segment.
+  // Copies token `index` of `from` (same head_dim) to the end of this segment, with its mass.
   void append_from(const HeadSegment& from, int64_t index);
   void clear();
-  // Gives unused capacity back to the allocator (after compaction: evicted tokens free memory).
-  void shrink_to_fit();
+  // In place: keeps only the tokens at `indices` (ascending, < tokens()) and gives the blocks no
+  // longer needed back to the pool; allocates nothing.
+  void retain(std::span<const int64_t> indices);
 
   int64_t head_dim() const { return head_dim_; }
-  int64_t tokens() const { return static_cast<int64_t>(positions_.size()); }
+  int64_t tokens() const { return tokens_; }
   bool tracks_mass() const { return track_mass_; }
-  const float* keys() const { return keys_.data(); }
-  const float* values() const { return values_.data(); }
-  const int32_t* positions() const { return positions_.data(); }
-  float* attention_mass() { return track_mass_ ? mass_.data() : nullptr; }
-  const float* attention_mass() const { return track_mass_ ? mass_.data() : nullptr; }
-  // Bytes of K, V and positions for the tokens held (the accumulated-attention scores are press
-  // bookkeeping, counted by press_bytes()).
-  uint64_t bytes_held() const;
-  uint64_t press_bytes() const { return mass_.size() * sizeof(float); }
+  const float* key(int64_t i) const { return keys_of(i / kBlockTokens) + (i % kBlockTokens) * head_dim_; }
+  const float* value(int64_t i) const { return values_of(i / kBlockTokens) + (i % kBlockTokens) * head_dim_; }
+  int32_t position(int64_t i) const { return positions_of(i / kBlockTokens)[i % kBlockTokens]; }
+  float& mass(int64_t i) const { return mass_of(i / kBlockTokens)[i % kBlockTokens]; }
+  // Copies: keys and values [tokens x head_dim], positions [tokens].
+  std::vector<float> keys() const;
+  std::vector<float> values() const;
+  std::vector<int32_t> positions() const;
+  // Appends one view per block, in token order (mass null unless tracked).
+  void block_views(std::vector<kernels::KvBlockView>& out) const;
+
+  // Bytes of K, V and positions for the tokens held (what compression figures count).
+  uint64_t bytes_held() const { return static_cast<uint64_t>(tokens_) * bytes_per_token(); }
+  // Bytes of the pool blocks the segment holds (what admission counts).
+  uint64_t block_bytes_held() const { return blocks_.size() * block_bytes(head_dim_); }
+  int64_t blocks_held() const { return static_cast<int64_t>(blocks_.size()); }
   // Bytes a full-dimension token costs (K, V, position).
   uint64_t bytes_per_token() const { return 2 * head_dim_ * sizeof(float) + sizeof(int32_t); }
 
  private:
+  float* keys_of(int64_t block) const { return reinterpret_cast<float*>(blocks_[block].data()); }
+  float* values_of(int64_t block) const { return keys_of(block) + kBlockTokens * head_dim_; }
+  int32_t* positions_of(int64_t block) const {
+    return reinterpret_cast<int32_t*>(values_of(block) + kBlockTokens * head_dim_);
+  }
+  float* mass_of(int64_t block) const { return reinterpret_cast<float*>(positions_of(block) + kBlockTokens); }
+
   int64_t head_dim_;
   bool track_mass_;
-  std::vector<float> keys_;
-  std::vector<float> values_;
-  std::vector<int32_t> positions_;
-  std::vector<float> mass_;
+  KvMemoryPool* pool_;
+  int64_t tokens_ = 0;
+  std::vector<KvBlock> blocks_;
 };
 
 }  // namespace kvshrink::kvstore

@@ -9,44 +9,29 @@
 
 namespace kvshrink::kvstore {
 
+namespace {
+std::shared_ptr<KvMemoryPool> pool_or_own(std::shared_ptr<KvMemoryPool> pool, int64_t head_dim) {
+  return pool ? std::move(pool) : std::make_shared<KvMemoryPool>(0, HeadSegment::block_bytes(head_dim));
+}
+}  // namespace
+
 KvStore::KvStore(int64_t n_layers, int64_t owned_kv_heads, int64_t head_dim, int64_t owned_q_heads,
                  const KvStoreOptions& options, std::shared_ptr<KvMemoryPool> pool)
     : n_layers_(n_layers),
       owned_kv_heads_(owned_kv_heads),
       head_dim_(head_dim),
       options_(options),
-      pool_(std::move(pool)) {
-  heads_.assign(static_cast<size_t>(n_layers * owned_kv_heads),
-                HeadCache(head_dim, options.track_attention_mass));
+      pool_(pool_or_own(std::move(pool), head_dim)) {
+  heads_.reserve(static_cast<size_t>(n_layers * owned_kv_heads));
+  for (int64_t i = 0; i < n_layers * owned_kv_heads; ++i)
+    heads_.emplace_back(head_dim, options.track_attention_mass, *pool_);
   queries_.assign(static_cast<size_t>(n_layers),
                   RecentQueries(options.query_window, owned_q_heads * head_dim));
-}
-
-KvStore::~KvStore() {
-  if (pool_) pool_->release(charged_);
-}
-
-KvStore::KvStore(KvStore&& other) noexcept
-    : n_layers_(other.n_layers_),
-      owned_kv_heads_(other.owned_kv_heads_),
-      head_dim_(other.head_dim_),
-      options_(other.options_),
-      next_position_(other.next_position_),
-      heads_(std::move(other.heads_)),
-      queries_(std::move(other.queries_)),
-      pool_(std::move(other.pool_)),
-      charged_(other.charged_) {
-  other.charged_ = 0;
-}
-
-void KvStore::reserve(int64_t tokens) {
-  for (auto& head : heads_) head.reserve_tail(tokens - head.tokens());
 }
 
 void KvStore::clear() {
   for (auto& head : heads_) head.clear();
   next_position_ = 0;
-  account();
 }
 
 int64_t KvStore::max_head_tokens() const {
@@ -58,6 +43,12 @@ int64_t KvStore::max_head_tokens() const {
 uint64_t KvStore::bytes_held() const {
   uint64_t total = 0;
   for (const auto& head : heads_) total += head.bytes_held();
+  return total;
+}
+
+uint64_t KvStore::block_bytes_held() const {
+  uint64_t total = 0;
+  for (const auto& head : heads_) total += head.block_bytes_held();
   return total;
 }
 
@@ -77,7 +68,6 @@ void check_plan_shape(const LocalKeepPlan& plan, size_t heads) {
 void KvStore::compact(const LocalKeepPlan& plan) {
   check_plan_shape(plan, heads_.size());
   for (size_t i = 0; i < heads_.size(); ++i) heads_[i].compact(plan[i]);
-  account();
 }
 
 KvStore KvStore::compacted_copy(const LocalKeepPlan& plan) const {
@@ -86,7 +76,6 @@ KvStore KvStore::compacted_copy(const LocalKeepPlan& plan) const {
   for (size_t i = 0; i < heads_.size(); ++i) copy.heads_[i] = heads_[i].compacted_copy(plan[i]);
   copy.queries_ = queries_;
   copy.next_position_ = next_position_;
-  copy.account();
   return copy;
 }
 
@@ -97,17 +86,6 @@ KvStore KvStore::copy() const {
     std::iota(all[i].begin(), all[i].end(), 0);
   }
   return compacted_copy(all);
-}
-
-void KvStore::account() {
-  if (!pool_) return;
-  const uint64_t held = bytes_held();
-  if (held > charged_) {
-    pool_->charge(held - charged_);
-  } else {
-    pool_->release(charged_ - held);
-  }
-  charged_ = held;
 }
 
 }  // namespace kvshrink::kvstore

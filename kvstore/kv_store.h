@@ -1,5 +1,6 @@
 // The KV cache of one sequence on one rank: a HeadCache per (layer, owned kv head), the recent
-// queries of each layer (for window-scoring presses), and the charge it holds in the rank's pool.
+// queries of each layer (for window-scoring presses). Its tokens live in blocks of the rank's KV
+// pool (shared by every store of the rank; a store made without one gets its own, unlimited).
 #pragma once
 
 #include <cstdint>
@@ -30,8 +31,7 @@ class KvStore {
  public:
   KvStore(int64_t n_layers, int64_t owned_kv_heads, int64_t head_dim, int64_t owned_q_heads,
           const KvStoreOptions& options = {}, std::shared_ptr<KvMemoryPool> pool = nullptr);
-  ~KvStore();
-  KvStore(KvStore&& other) noexcept;
+  KvStore(KvStore&& other) noexcept = default;
   KvStore& operator=(KvStore&&) = delete;
   KvStore(const KvStore&) = delete;
 
@@ -50,11 +50,13 @@ class KvStore {
   int64_t next_position() const { return next_position_; }
   void advance(int64_t tokens) { next_position_ += tokens; }
 
-  void reserve(int64_t tokens);
   void clear();
   // Most tokens any head holds.
   int64_t max_head_tokens() const;
   uint64_t bytes_held() const;
+  // Bytes of the pool blocks this store holds (>= bytes_held(): blocks fill token by token).
+  uint64_t block_bytes_held() const;
+  KvMemoryPool& pool() const { return *pool_; }
   // What this store would hold for every position so far at full dimension (the denominator of
   // every "share of full KV" figure).
   uint64_t full_bytes() const;
@@ -67,20 +69,15 @@ class KvStore {
   // A copy holding every token (the same layout as compacted_copy).
   KvStore copy() const;
 
-  // Brings the pool's charge for this store up to date with bytes_held() (after appends and
-  // compaction). Throws when the pool's capacity is exceeded.
-  void account();
-
  private:
   int64_t n_layers_;
   int64_t owned_kv_heads_;
   int64_t head_dim_;
   KvStoreOptions options_;
   int64_t next_position_ = 0;
+  std::shared_ptr<KvMemoryPool> pool_;  // before heads_: destroyed after them, so blocks go back to it
   std::vector<HeadCache> heads_;        // [n_layers x owned_kv_heads]
   std::vector<RecentQueries> queries_;  // [n_layers]
-  std::shared_ptr<KvMemoryPool> pool_;
-  uint64_t charged_ = 0;  // bytes this store holds in pool_
 };
 
 }  // namespace kvshrink::kvstore

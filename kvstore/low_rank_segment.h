@@ -6,31 +6,54 @@
 // The coefficients live in an immutable LowRankBlock. With a joint basis the block describes all
 // kv heads of a layer and every head's segment shares it (`sharers` heads; each counts its share).
 //
-// Layout: key_coefficients, value_coefficients [tokens x rank] float32 row-major; positions [tokens],
-// ascending.
+// Storage: blocks of the rank's KV pool (same block size as full-dimension segments), each
+// holding T = tokens_per_block(rank) tokens laid out as
+//   key coefficients [T x rank] f32 | value coefficients [T x rank] f32 | positions [T] i32.
+// Positions ascend across the block's tokens.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <vector>
 
+#include "kernels/backend.h"
 #include "kvstore/head_basis.h"
+#include "kvstore/kv_memory_pool.h"
 
 namespace kvshrink::kvstore {
 
-struct LowRankBlock {
-  int64_t rank = 0;
-  int64_t sharers = 1;  // heads whose segments point at this block
-  std::vector<float> key_coefficients;
-  std::vector<float> value_coefficients;
-  std::vector<int32_t> positions;
+class LowRankBlock {
+ public:
+  // Copies n tokens: coefficients [n x rank] each, positions [n]. Throws KvMemoryExhausted.
+  LowRankBlock(int64_t rank, int64_t sharers, const float* key_coefficients, const float* value_coefficients,
+               const int32_t* positions, int64_t n, KvMemoryPool& pool);
 
-  int64_t tokens() const { return static_cast<int64_t>(positions.size()); }
-  // Coefficients of K and V plus positions.
+  int64_t rank() const { return rank_; }
+  int64_t sharers() const { return sharers_; }  // heads whose segments point at this block
+  int64_t tokens() const { return tokens_; }
+  int64_t tokens_per_block() const { return per_block_; }
+  // Coefficients of K and V plus positions of the tokens held.
   uint64_t bytes() const {
-    return (key_coefficients.size() + value_coefficients.size()) * sizeof(float) +
-           positions.size() * sizeof(int32_t);
+    return static_cast<uint64_t>(tokens_) * (2 * rank_ * sizeof(float) + sizeof(int32_t));
   }
+  uint64_t block_bytes_held() const { return blocks_.size() * block_bytes_; }
+  std::vector<int32_t> positions() const;
+  // Appends one bucket per pool block, in token order.
+  void buckets(std::vector<kernels::LowRankBucket>& out) const;
+
+ private:
+  const float* keys_of(size_t block) const { return reinterpret_cast<const float*>(blocks_[block].data()); }
+  const float* values_of(size_t block) const { return keys_of(block) + per_block_ * rank_; }
+  const int32_t* positions_of(size_t block) const {
+    return reinterpret_cast<const int32_t*>(values_of(block) + per_block_ * rank_);
+  }
+
+  int64_t rank_;
+  int64_t sharers_;
+  int64_t tokens_;
+  int64_t per_block_;
+  uint64_t block_bytes_;
+  std::vector<KvBlock> blocks_;
 };
 
 struct LowRankSegment {
@@ -38,9 +61,9 @@ struct LowRankSegment {
   std::shared_ptr<const LowRankBlock> block;
 
   int64_t tokens() const { return block->tokens(); }
-  int64_t rank() const { return block->rank; }
+  int64_t rank() const { return block->rank(); }
   // This head's share of the block's bytes.
-  uint64_t bytes_held() const { return block->bytes() / static_cast<uint64_t>(block->sharers); }
+  uint64_t bytes_held() const { return block->bytes() / static_cast<uint64_t>(block->sharers()); }
 };
 
 }  // namespace kvshrink::kvstore

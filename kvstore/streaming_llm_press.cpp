@@ -6,7 +6,7 @@ void StreamingLlmPress::score(const HeadScoringInput& input, std::span<float> sc
   size_t t = 0;
   for (const auto& segment : input.head.segments()) {
     for (int64_t i = 0; i < segment.tokens(); ++i, ++t) {
-      const int32_t position = segment.positions()[i];
+      const int32_t position = segment.position(i);
       scores[t] = position < sinks_ ? kAlwaysKeep : static_cast<float>(position);
     }
   }

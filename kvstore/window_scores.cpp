@@ -9,9 +9,10 @@
 namespace kvshrink::kvstore {
 
 std::vector<kernels::cpu::KeyBlock> key_blocks(const HeadCache& head) {
+  std::vector<kernels::KvBlockView> views;
+  for (const auto& segment : head.segments()) segment.block_views(views);
   std::vector<kernels::cpu::KeyBlock> blocks;
-  for (const auto& segment : head.segments())
-    blocks.push_back({segment.keys(), segment.positions(), segment.tokens()});
+  for (const auto& view : views) blocks.push_back({view.keys, view.positions, view.n});
   return blocks;
 }
 

@@ -14,9 +14,10 @@
 #include "comm/communicator.h"
 #include "engine/compression/compression_spec.h"
 #include "engine/model/llama_model.h"
+#include "engine/model/loaded_model.h"
 #include "launch/cpu_environment.h"
-#include "launch/loaded_model.h"
 #include "launch/model_options.h"
+#include "launch/process_memory.h"
 
 namespace kvshrink::launch {
 namespace {
@@ -97,7 +98,6 @@ CaseRun run_case(engine::LlamaModel& model, const BenchCase& test, const DepthCo
   const int64_t budget = compressor ? spec.budget_tokens_for(test.depth) : 0;
   auto kv = compressor && test.depth > 0 ? compressor->compressed_copy(depth.base(mass), budget)
                                          : depth.base(mass).copy();
-  kv.reserve(kv.max_head_tokens() + test.prompt + test.generate);
   comm.barrier();
   model.reset_attention_seconds();
   const auto start = std::chrono::steady_clock::now();
@@ -148,7 +148,7 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
 }
 
 int run_bench(const BenchOptions& options, comm::Communicator& comm) {
-  auto loaded = load_model(options.model, comm, options.batch_size);
+  auto loaded = engine::load_model(options.model, comm, options.batch_size);
   auto& model = *loaded.model;
   const int64_t context = context_size_or_default(options.context_size, model.config(), comm);
   const auto cases = bench_cases(options);

@@ -21,10 +21,11 @@
 #include "engine/compression/kv_basis_file.h"
 #include "engine/compression/low_rank_projection.h"
 #include "engine/compression/pca.h"
+#include "engine/model/loaded_model.h"
 #include "engine/model/tensor_parallel_split.h"
-#include "launch/loaded_model.h"
 #include "launch/model_options.h"
 #include "launch/output_path.h"
+#include "launch/process_memory.h"
 
 namespace kvshrink::launch {
 namespace {
@@ -133,16 +134,19 @@ void gather_head(const kvstore::HeadCache& head, kernels::Backend& backend, floa
   samples.positions.clear();
   samples.mass.clear();
   for (const auto& segment : head.segments()) {
-    const auto floats = static_cast<size_t>(segment.tokens() * d);
-    samples.rows[kKeyPost].insert(samples.rows[kKeyPost].end(), segment.keys(), segment.keys() + floats);
-    samples.rows[kValue].insert(samples.rows[kValue].end(), segment.values(), segment.values() + floats);
-    samples.positions.insert(samples.positions.end(), segment.positions(), segment.positions() + segment.tokens());
-    if (const float* mass = segment.attention_mass()) {
-      samples.mass.insert(samples.mass.end(), mass, mass + segment.tokens());
+    const auto keys = segment.keys();
+    const auto values = segment.values();
+    const auto positions = segment.positions();
+    samples.rows[kKeyPost].insert(samples.rows[kKeyPost].end(), keys.begin(), keys.end());
+    samples.rows[kValue].insert(samples.rows[kValue].end(), values.begin(), values.end());
+    samples.positions.insert(samples.positions.end(), positions.begin(), positions.end());
+    if (segment.tracks_mass()) {
+      for (int64_t i = 0; i < segment.tokens(); ++i) samples.mass.push_back(segment.mass(i));
     }
   }
   samples.rows[kKeyPre] = samples.rows[kKeyPost];
-  engine::unrotate_keys(samples.rows[kKeyPre].data(), samples.positions.data(), samples.n, d, rope_base, backend);
+  engine::unrotate_keys(samples.rows[kKeyPre].data(), samples.positions.data(), samples.n, d, rope_base,
+                        backend);
 }
 
 // Adds to sums[i] the relative error ||x - P_r x||^2 / ||x||^2 of every row x of samples [n x d]
@@ -430,7 +434,7 @@ int run_calibrate(const CalibrateOptions& given, comm::Communicator& comm) {
   const auto start = std::chrono::steady_clock::now();
   const std::string out = given.out.empty() ? engine::default_kv_basis_path(given.model).string() : given.out;
   check_output_file(out, comm);
-  auto loaded = load_model(given.model, comm, given.batch_size);
+  auto loaded = engine::load_model(given.model, comm, given.batch_size);
   auto& model = *loaded.model;
   const auto& config = model.config();
   const int64_t context = context_size_or_default(given.context_size, config, comm);
@@ -644,7 +648,8 @@ int run_calibrate(const CalibrateOptions& given, comm::Communicator& comm) {
   // Joint bases, this rank's layers: joint_sums[offset][key, value][layer][rank] at joint_ranks
   // D, D/2, D/4, D/8 (the per-head d, d/2, d/4, d/8 in total dimensions), joint_counts[..][layer].
   std::vector<int32_t> joint_ranks;
-  for (int64_t r = joint_dim; r >= 1 && joint_ranks.size() < 4; r /= 2) joint_ranks.push_back(static_cast<int32_t>(r));
+  for (int64_t r = joint_dim; r >= 1 && joint_ranks.size() < 4; r /= 2)
+    joint_ranks.push_back(static_cast<int32_t>(r));
   const auto n_joint_ranks = static_cast<int64_t>(joint_ranks.size());
   std::vector<double> joint_sums(static_cast<size_t>(n_offsets * 2 * n_layers * n_joint_ranks), 0.0);
   std::vector<double> joint_counts(static_cast<size_t>(n_offsets * 2 * n_layers), 0.0);

@@ -13,7 +13,7 @@
 #include "comm/collective_error.h"
 #include "comm/communicator.h"
 #include "engine/generation/generator.h"
-#include "launch/loaded_model.h"
+#include "engine/model/loaded_model.h"
 #include "engine/tokenizer/chat_template.h"
 #include "eval/eval_sample.h"
 #include "eval/longbench.h"
@@ -24,6 +24,7 @@
 #include "launch/cli_checks.h"
 #include "launch/model_options.h"
 #include "launch/output_path.h"
+#include "launch/process_memory.h"
 
 namespace kvshrink::launch {
 namespace {
@@ -192,7 +193,7 @@ std::set<std::string> open_out_folder(const std::filesystem::path& out) {
 // What every (sample, mode) of a run shares. plan, finished and records: rank 0 only.
 struct EvalRun {
   comm::Communicator& comm;
-  const LoadedModel& loaded;
+  const engine::LoadedModel& loaded;
   std::vector<std::string> modes;
   std::vector<EvalSetting> settings;
   kvstore::KvStoreOptions store_options;  // what every press of the run needs from the shared prefill
@@ -366,7 +367,7 @@ int run_eval(const EvalOptions& options, comm::Communicator& comm) {
   const std::filesystem::path out(options.out);
   std::set<std::string> finished;
   on_coordinator(comm, [&] { finished = open_out_folder(out); });
-  const auto loaded = load_model(options.model, comm, options.batch_size);
+  const auto loaded = engine::load_model(options.model, comm, options.batch_size);
   const int64_t context = context_size_or_default(options.context_size, loaded.model->config(), comm);
   if (has_synthetic_task(options)) check_context_lengths(options.context_lengths, context, comm);
 

@@ -8,10 +8,10 @@
 
 #include "comm/collective_error.h"
 #include "comm/communicator.h"
-#include "engine/generation/generator.h"
 #include "engine/tokenizer/chat_template.h"
-#include "launch/loaded_model.h"
+#include "launch/engine_options.h"
 #include "launch/model_options.h"
+#include "launch/process_memory.h"
 
 namespace kvshrink::launch {
 namespace {
@@ -31,12 +31,32 @@ std::string read_prompt(const GenerateOptions& options, comm::Communicator& comm
   return text;
 }
 
+void print_stats(const engine::RequestResult& result, const engine::RunStats& run,
+                 const engine::CompressionSpec& spec, double weight_bytes, int ranks) {
+  const auto n_generated = static_cast<int64_t>(result.tokens.size());
+  const double prefill = result.first_token_seconds - result.arrival_seconds;
+  const double decode = result.finish_seconds - result.first_token_seconds;
+  const auto full_kv = static_cast<double>(result.kv_bytes_full);
+  fmt::print(stderr, "kvshrink: prompt {} tokens in {:.3f} s ({:.1f} tokens/s)\n", result.prompt_tokens,
+             prefill, result.prompt_tokens / prefill);
+  fmt::print(stderr, "kvshrink: generated {} tokens in {:.3f} s ({:.1f} tokens/s), stop: {}\n", n_generated,
+             decode, n_generated > 1 ? (n_generated - 1) / decode : 0.0,
+             engine::finish_reason_name(result.finish));
+  fmt::print(stderr,
+             "kvshrink: {} rank(s), weights {:.1f} MiB in all, KV ({}) held {:.2f} MiB = {:.1f}% of full KV "
+             "({:.2f} MiB), KV pool peak {:.2f} MiB of {:.0f} MiB per rank, peak RSS rank 0 {:.1f} MiB\n",
+             ranks, weight_bytes / 1048576.0, spec.label(), result.kv_bytes_held / 1048576.0,
+             full_kv > 0 ? 100.0 * result.kv_bytes_held / full_kv : 0.0, full_kv / 1048576.0,
+             run.pool_peak_bytes / 1048576.0, run.pool_capacity_bytes / 1048576.0,
+             peak_rss_bytes() / 1048576.0);
+}
+
 }  // namespace
 
 CLI::App* add_generate_command(CLI::App& app, GenerateOptions& o) {
   auto* cmd = app.add_subcommand("generate",
                                  "Generate text from one prompt (run under mpirun for tensor parallelism)");
-  add_model_options(*cmd, o.model, o.context_size, o.batch_size);
+  add_engine_options(*cmd, o.engine);
   auto* prompt = cmd->add_option("-p,--prompt", o.prompt, "Prompt text");
   auto* prompt_file = cmd->add_option("-f,--prompt-file", o.prompt_file, "Read the prompt from this file");
   prompt->excludes(prompt_file);
@@ -60,61 +80,35 @@ int run_generate(const GenerateOptions& options, comm::Communicator& comm) {
   const bool coordinator = comm.world().is_coordinator();
   const std::string prompt_text = read_prompt(options, comm);
   const auto spec = compression_specs(options.compression, comm).front();
-  auto loaded = load_model(options.model, comm, options.batch_size);
-  const auto& config = loaded.model->config();
-  const int64_t context = context_size_or_default(options.context_size, config, comm);
+  engine::Engine engine(options.engine, comm, comm);
+  const auto& tokenizer = engine.tokenizer();
 
-  std::vector<engine::TokenId> prompt;
+  engine::Request request;
   if (coordinator) {
-    prompt =
-        loaded.tokenizer->encode(options.chat ? engine::render_chatml({{"user", prompt_text}}) : prompt_text);
+    request.prompt =
+        tokenizer.encode(options.chat ? engine::render_chatml({{"user", prompt_text}}) : prompt_text);
   }
-  engine::Generator generator(*loaded.model, *loaded.tokenizer, comm, context);
-  engine::StreamingDecoder decoder(*loaded.tokenizer);
-  std::unique_ptr<engine::KvCompressor> compressor;
-  if (spec.enabled()) {
-    compressor = engine::make_compressor(spec, *loaded.model, comm, loaded.path, loaded.identity);
-  }
-  auto pool = std::make_shared<kvstore::KvMemoryPool>();
-  auto kv =
-      loaded.model->make_kv_store(compressor ? compressor->store_options() : kvstore::KvStoreOptions{}, pool);
-  const engine::KvCompression compression{compressor.get(), spec.budget_tokens, spec.budget_fraction,
-                                          spec.compress_every};
-  const auto result = generator.generate(
-      kv, prompt, options.max_tokens, options.sampling,
-      [&](engine::TokenId id) {
-        std::fputs(decoder.push(id).c_str(), stdout);
-        std::fflush(stdout);
-      },
-      compression);
-
-  // KV and weight bytes summed over ranks (float sum is exact enough for a report).
-  std::vector<float> totals = {static_cast<float>(result.kv_bytes_held),
-                               static_cast<float>(loaded.model->weight_bytes()),
-                               static_cast<float>(result.kv_bytes_full), static_cast<float>(pool->peak())};
-  comm.all_reduce_sum(totals);
-  if (coordinator) {
-    std::fputs(decoder.finish().c_str(), stdout);
-    std::fputs("\n", stdout);
+  request.sampling = options.sampling;
+  request.max_tokens = options.max_tokens;
+  request.compression = spec;
+  engine::StreamingDecoder decoder(tokenizer);
+  request.on_token = [&](engine::TokenId id) {
+    std::fputs(decoder.push(id).c_str(), stdout);
     std::fflush(stdout);
-    if (options.show_stats) {
-      const auto n_generated = static_cast<int64_t>(result.tokens.size());
-      const double full_kv = totals[2];
-      fmt::print(stderr, "kvshrink: prompt {} tokens in {:.3f} s ({:.1f} tokens/s)\n", result.prompt_tokens,
-                 result.prefill_seconds, result.prompt_tokens / result.prefill_seconds);
-      fmt::print(stderr, "kvshrink: generated {} tokens in {:.3f} s ({:.1f} tokens/s), stop: {}\n",
-                 n_generated, result.decode_seconds,
-                 n_generated > 1 ? (n_generated - 1) / result.decode_seconds : 0.0,
-                 engine::stop_reason_name(result.stop_reason));
-      fmt::print(
-          stderr,
-          "kvshrink: {} rank(s), weights {:.1f} MiB in all, KV ({}) held {:.2f} MiB = {:.1f}% of full KV "
-          "({:.2f} MiB), KV pool peak {:.2f} MiB, peak RSS rank 0 {:.1f} MiB\n",
-          comm.world().size, totals[1] / 1048576.0, spec.label(), totals[0] / 1048576.0,
-          full_kv > 0 ? 100.0 * totals[0] / full_kv : 0.0, full_kv / 1048576.0, totals[3] / 1048576.0,
-          peak_rss_bytes() / 1048576.0);
-    }
-  }
+    return true;
+  };
+  std::vector<engine::Request> requests;
+  requests.push_back(std::move(request));
+  const auto results = engine.run(std::move(requests));
+  comm::check_all(comm, !coordinator || results[0].error.empty(), coordinator ? results[0].error : "");
+
+  std::vector<float> weights = {static_cast<float>(engine.model().weight_bytes())};
+  comm.all_reduce_sum(weights);
+  if (!coordinator) return 0;
+  std::fputs(decoder.finish().c_str(), stdout);
+  std::fputs("\n", stdout);
+  std::fflush(stdout);
+  if (options.show_stats) print_stats(results[0], engine.last_run(), spec, weights[0], comm.world().size);
   return 0;
 }
 

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "engine/generation/sampler.h"
+#include "engine/serving/engine.h"
 #include "launch/compression_options.h"
 
 namespace kvshrink::comm {
@@ -16,14 +17,12 @@ class Communicator;
 namespace kvshrink::launch {
 
 struct GenerateOptions {
-  std::string model;
+  engine::EngineOptions engine;
   std::string prompt;
   std::string prompt_file;
   bool chat = false;
   int64_t max_tokens = 128;
   engine::SamplingParams sampling;
-  int64_t context_size = 0;  // 0 = the model's trained context
-  int64_t batch_size = 512;
   bool show_stats = true;
   CompressionOptions compression;
 };

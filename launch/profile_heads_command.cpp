@@ -13,7 +13,7 @@
 #include "comm/collective_error.h"
 #include "comm/communicator.h"
 #include "engine/compression/head_profile_file.h"
-#include "launch/loaded_model.h"
+#include "engine/model/loaded_model.h"
 #include "engine/tokenizer/chat_template.h"
 #include "eval/synthetic_tasks.h"
 #include "kernels/cpu/window_attention.h"
@@ -21,6 +21,7 @@
 #include "launch/cli_checks.h"
 #include "launch/model_options.h"
 #include "launch/output_path.h"
+#include "launch/process_memory.h"
 
 namespace kvshrink::launch {
 namespace {
@@ -202,7 +203,7 @@ int run_profile_heads(const ProfileHeadsOptions& options, comm::Communicator& co
   const std::string out =
       options.out.empty() ? engine::default_head_profile_path(options.model).string() : options.out;
   check_output_file(out, comm);
-  auto loaded = load_model(options.model, comm, options.batch_size);
+  auto loaded = engine::load_model(options.model, comm, options.batch_size);
   auto& model = *loaded.model;
   const auto& config = model.config();
   const int64_t context = context_size_or_default(options.context_size, config, comm);

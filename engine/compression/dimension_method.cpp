@@ -18,10 +18,13 @@ namespace {
 constexpr float kForbidden = std::numeric_limits<float>::infinity();
 
 // Loss of option j (of n_options) for a token that must keep the top rank.
-float top_rank_only(int64_t j, int64_t n_options) { return j + 1 == n_options ? 0.0f : kForbidden; }
+float top_rank_only(int64_t j, int64_t n_options) {
+  return j + 1 == n_options ? 0.0f : kForbidden;
+}
 }  // namespace
 
-DimensionMethod::DimensionMethod(DimensionConfig config, std::vector<std::shared_ptr<const kvstore::HeadBasis>> bases,
+DimensionMethod::DimensionMethod(DimensionConfig config,
+                                 std::vector<std::shared_ptr<const kvstore::HeadBasis>> bases,
                                  std::vector<std::vector<float>> predictors,
                                  std::vector<std::shared_ptr<const JointBasis>> joint_bases)
     : config_(std::move(config)),
@@ -56,10 +59,12 @@ std::vector<float> DimensionMethod::predicted_importance(const kvstore::HeadCach
   std::vector<float> out;
   out.reserve(static_cast<size_t>(head.tokens()));
   for (const auto& segment : head.segments()) {
-    std::vector<float> keys(segment.keys(), segment.keys() + segment.tokens() * d);
-    unrotate_keys(keys.data(), segment.positions(), segment.tokens(), d, bases_[index]->rope_base, backend);
+    std::vector<float> keys = segment.keys();
+    const std::vector<int32_t> positions = segment.positions();
+    unrotate_keys(keys.data(), positions.data(), segment.tokens(), d, bases_[index]->rope_base, backend);
     for (int64_t i = 0; i < segment.tokens(); ++i) {
-      const float log_importance = predict_importance(predictors_[index], keys.data() + i * d, segment.values() + i * d, d);
+      const float log_importance =
+          predict_importance(predictors_[index], keys.data() + i * d, segment.value(i), d);
       out.push_back(std::exp(std::clamp(log_importance, -30.0f, 30.0f)));
     }
   }
@@ -67,14 +72,16 @@ std::vector<float> DimensionMethod::predicted_importance(const kvstore::HeadCach
 }
 
 // [tokens x features_per_token()]: each token's errors at the options, then (DynaKV) its importance.
-std::vector<float> DimensionMethod::pack_features(std::span<const float> errors, std::span<const float> importance) const {
+std::vector<float> DimensionMethod::pack_features(std::span<const float> errors,
+                                                  std::span<const float> importance) const {
   const auto n_options = static_cast<int64_t>(options_.size());
   const int64_t width = features_per_token();
   const int64_t n = static_cast<int64_t>(errors.size()) / n_options;
   std::vector<float> out(static_cast<size_t>(n * width));
   for (int64_t t = 0; t < n; ++t) {
     std::copy_n(errors.begin() + t * n_options, n_options, out.begin() + t * width);
-    if (!importance.empty()) out[static_cast<size_t>(t * width + n_options)] = importance[static_cast<size_t>(t)];
+    if (!importance.empty())
+      out[static_cast<size_t>(t * width + n_options)] = importance[static_cast<size_t>(t)];
   }
   return out;
 }
@@ -94,7 +101,8 @@ std::vector<std::vector<float>> DimensionMethod::local_features(const kvstore::K
           joint_reconstruction_errors(heads, *joint_bases_[static_cast<size_t>(layer)], options_, backend);
       std::vector<float> importance(static_cast<size_t>(heads[0]->tokens()), 0.0f);
       for (int64_t h = 0; h < owned; ++h) {
-        const auto head = predicted_importance(*heads[static_cast<size_t>(h)], static_cast<size_t>(layer * owned + h), backend);
+        const auto head = predicted_importance(*heads[static_cast<size_t>(h)],
+                                               static_cast<size_t>(layer * owned + h), backend);
         for (size_t t = 0; t < importance.size(); ++t) importance[t] += head[t] / static_cast<float>(owned);
       }
       const auto layer_features = pack_features(errors, importance);
@@ -105,13 +113,15 @@ std::vector<std::vector<float>> DimensionMethod::local_features(const kvstore::K
       const auto index = static_cast<size_t>(layer * owned + h);
       const auto& head = kv.head(layer, h);
       const auto errors = reconstruction_errors(head, *bases_[index], options_, backend);
-      out[index] = pack_features(errors, dynakv ? predicted_importance(head, index, backend) : std::vector<float>{});
+      out[index] =
+          pack_features(errors, dynakv ? predicted_importance(head, index, backend) : std::vector<float>{});
     }
   }
   return out;
 }
 
-void DimensionMethod::solve(const DimensionInput& in, std::vector<std::vector<int32_t>>& kept, RankPlan& ranks) const {
+void DimensionMethod::solve(const DimensionInput& in, std::vector<std::vector<int32_t>>& kept,
+                            RankPlan& ranks) const {
   const int64_t heads = in.n_layers * in.n_heads;
   const int64_t width = features_per_token();
   const auto n_options = static_cast<int64_t>(options_.size());
@@ -146,10 +156,11 @@ void DimensionMethod::solve(const DimensionInput& in, std::vector<std::vector<in
     try {
       choice = kvstore::choose_options(losses, static_cast<int64_t>(owner.size()), costs, budget);
     } catch (const std::range_error& e) {
-      throw std::range_error(fmt::format(
-          "mixeddimkv cannot meet the budget of {} tokens per head: the observation window it keeps at the top "
-          "rank needs more ({}); raise the budget or lower --window",
-          in.budget_tokens, e.what()));
+      throw std::range_error(
+          fmt::format("mixeddimkv cannot meet the budget of {} tokens per head: the observation window it "
+                      "keeps at the top "
+                      "rank needs more ({}); raise the budget or lower --window",
+                      in.budget_tokens, e.what()));
     }
     for (size_t i = 0; i < owner.size(); ++i) {
       const int32_t rank = options_[static_cast<size_t>(choice[i])];
@@ -162,7 +173,8 @@ void DimensionMethod::solve(const DimensionInput& in, std::vector<std::vector<in
 
   // DynaKV: per head (joint: per layer, head 0 standing for all), ranks for the tokens the press
   // kept, at the budget's share of dimensions.
-  const double share = static_cast<double>(in.budget_tokens) / static_cast<double>(std::max<int64_t>(1, in.next_position));
+  const double share =
+      static_cast<double>(in.budget_tokens) / static_cast<double>(std::max<int64_t>(1, in.next_position));
   const int64_t group = config_.joint ? in.n_heads : 1;  // heads that share one plan
   for (int64_t h = 0; h < heads; h += group) {
     const auto& features = in.features[static_cast<size_t>(h)];
@@ -171,7 +183,8 @@ void DimensionMethod::solve(const DimensionInput& in, std::vector<std::vector<in
     const auto n_tokens = static_cast<int64_t>(features.size()) / width;
     std::vector<float> losses;
     for (const int32_t t : head_kept) {
-      const bool top = scores.empty() ? t >= n_tokens - config_.window : scores[static_cast<size_t>(t)] == kvstore::kAlwaysKeep;
+      const bool top = scores.empty() ? t >= n_tokens - config_.window
+                                      : scores[static_cast<size_t>(t)] == kvstore::kAlwaysKeep;
       const float importance = features[static_cast<size_t>(t * width + n_options)];
       for (int64_t j = 0; j < n_options; ++j) {
         const float error = features[static_cast<size_t>(t * width + j)];
@@ -191,7 +204,8 @@ void DimensionMethod::solve(const DimensionInput& in, std::vector<std::vector<in
       choice = kvstore::choose_options(losses, static_cast<int64_t>(head_kept.size()), costs, budget);
     } catch (const std::range_error&) {
       throw std::range_error(fmt::format(
-          "dynakv cannot meet the budget: every kept token holds at least rank {} of {} ({:.1f}% of its bytes); "
+          "dynakv cannot meet the budget: every kept token holds at least rank {} of {} ({:.1f}% of its "
+          "bytes); "
           "raise the budget, add a lower --ranks candidate, or evict first with --press snapkv+dynakv",
           options_.front(), in.head_dim, 100.0 * costs.front() / full_cost));
     }
@@ -202,25 +216,25 @@ void DimensionMethod::solve(const DimensionInput& in, std::vector<std::vector<in
   }
 }
 
-void DimensionMethod::apply(kvstore::KvStore& kv, const kvstore::LocalKeepPlan& kept, const kvstore::LocalKeepPlan& ranks,
-                            kernels::Backend& backend) const {
+void DimensionMethod::apply(kvstore::KvStore& kv, const kvstore::LocalKeepPlan& kept,
+                            const kvstore::LocalKeepPlan& ranks, kernels::Backend& backend) const {
   const int64_t owned = kv.owned_kv_heads();
   for (int64_t layer = 0; layer < kv.n_layers(); ++layer) {
     if (config_.joint) {
       std::vector<const kvstore::HeadCache*> heads;
       for (int64_t h = 0; h < owned; ++h) heads.push_back(&kv.head(layer, h));
       const auto index = static_cast<size_t>(layer * owned);
-      auto copies = joint_dimension_copy(heads, kept[index], ranks[index], *joint_bases_[static_cast<size_t>(layer)],
-                                         backend);
+      auto copies = joint_dimension_copy(heads, kept[index], ranks[index],
+                                         *joint_bases_[static_cast<size_t>(layer)], backend);
       for (int64_t h = 0; h < owned; ++h) kv.head(layer, h) = std::move(copies[static_cast<size_t>(h)]);
       continue;
     }
     for (int64_t h = 0; h < owned; ++h) {
       const auto index = static_cast<size_t>(layer * owned + h);
-      kv.head(layer, h) = mixed_dimension_copy(kv.head(layer, h), kept[index], ranks[index], bases_[index], backend);
+      kv.head(layer, h) =
+          mixed_dimension_copy(kv.head(layer, h), kept[index], ranks[index], bases_[index], backend);
     }
   }
-  kv.account();
 }
 
 }  // namespace kvshrink::engine

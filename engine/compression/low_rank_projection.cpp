@@ -29,7 +29,8 @@ std::vector<float> project_rows(const float* rows, int64_t n, std::span<const fl
                                 int64_t r) {
   std::vector<float> z(static_cast<size_t>(n * r));
   if (n == 0 || r == 0) return z;
-  if (basis.size() < static_cast<size_t>(r * head_dim)) throw std::invalid_argument("project_rows: basis too small");
+  if (basis.size() < static_cast<size_t>(r * head_dim))
+    throw std::invalid_argument("project_rows: basis too small");
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(r),
               static_cast<int>(head_dim), 1.0f, rows, static_cast<int>(head_dim), basis.data(),
               static_cast<int>(head_dim), 0.0f, z.data(), static_cast<int>(r));
@@ -44,7 +45,8 @@ std::vector<float> relative_errors(const float* rows, int64_t n, int64_t d, std:
   for (int64_t t = 0; t < n; ++t) {
     const float* c = z.data() + t * d;
     tail[static_cast<size_t>(d)] = 0.0;
-    for (int64_t k = d - 1; k >= 0; --k) tail[static_cast<size_t>(k)] = tail[static_cast<size_t>(k + 1)] + double{c[k]} * c[k];
+    for (int64_t k = d - 1; k >= 0; --k)
+      tail[static_cast<size_t>(k)] = tail[static_cast<size_t>(k + 1)] + double{c[k]} * c[k];
     const double norm = tail[0];
     for (size_t i = 0; i < ranks.size(); ++i) {
       const double lost = norm > 0.0 ? tail[static_cast<size_t>(ranks[i])] / norm : 0.0;
@@ -70,7 +72,8 @@ std::vector<float> reconstruction_errors(const kvstore::HeadCache& head, const k
   const int64_t d = basis.head_dim;
   if (basis.latent_dim != d) throw std::invalid_argument("reconstruction_errors: needs a per-head basis");
   for (const int32_t r : ranks) {
-    if (r < 0 || r > d) throw std::invalid_argument(fmt::format("reconstruction_errors: rank {} outside [0, {}]", r, d));
+    if (r < 0 || r > d)
+      throw std::invalid_argument(fmt::format("reconstruction_errors: rank {} outside [0, {}]", r, d));
   }
   std::vector<float> errors(static_cast<size_t>(head.tokens()) * ranks.size(), 0.0f);
   int64_t first = 0;  // token index of the segment's first token
@@ -79,10 +82,12 @@ std::vector<float> reconstruction_errors(const kvstore::HeadCache& head, const k
     const int64_t n = segment.tokens();
     if (n == 0) continue;
     segment_errors.assign(static_cast<size_t>(n) * ranks.size(), 0.0f);
-    const auto keys = keys_in_basis_space(segment.keys(), segment.positions(), n, basis, backend);
+    const auto keys =
+        keys_in_basis_space(segment.keys().data(), segment.positions().data(), n, basis, backend);
     add_relative_errors(keys.data(), n, d, basis.key, ranks, segment_errors);
-    add_relative_errors(segment.values(), n, d, basis.value, ranks, segment_errors);
-    std::copy(segment_errors.begin(), segment_errors.end(), errors.begin() + first * static_cast<int64_t>(ranks.size()));
+    add_relative_errors(segment.values().data(), n, d, basis.value, ranks, segment_errors);
+    std::copy(segment_errors.begin(), segment_errors.end(),
+              errors.begin() + first * static_cast<int64_t>(ranks.size()));
     first += n;
   }
   return errors;
@@ -100,7 +105,8 @@ kvstore::HeadCache mixed_dimension_copy(const kvstore::HeadCache& head, std::spa
   std::vector<int32_t> full;
   std::map<int32_t, std::vector<int32_t>> by_rank;  // rank -> kept token indices, ascending
   for (size_t i = 0; i < kept.size(); ++i) {
-    if (ranks[i] < 1) throw std::invalid_argument(fmt::format("mixed-dimension plan: rank {} below 1", ranks[i]));
+    if (ranks[i] < 1)
+      throw std::invalid_argument(fmt::format("mixed-dimension plan: rank {} below 1", ranks[i]));
     if (ranks[i] >= d) {
       full.push_back(kept[i]);
     } else {
@@ -116,13 +122,13 @@ kvstore::HeadCache mixed_dimension_copy(const kvstore::HeadCache& head, std::spa
     const auto part = head.compacted_copy(indices);  // the bucket's tokens, contiguous
     const auto& tokens = part.segments().front();
     const int64_t n = tokens.tokens();
-    auto block = std::make_shared<kvstore::LowRankBlock>();
-    block->rank = rank;
-    const auto keys = keys_in_basis_space(tokens.keys(), tokens.positions(), n, *basis, backend);
-    block->key_coefficients = project_rows(keys.data(), n, basis->key, d, rank);
-    block->value_coefficients = project_rows(tokens.values(), n, basis->value, d, rank);
-    block->positions.assign(tokens.positions(), tokens.positions() + n);
-    out.add_low_rank({basis, std::move(block)});
+    const auto positions = tokens.positions();
+    const auto keys = keys_in_basis_space(tokens.keys().data(), positions.data(), n, *basis, backend);
+    const auto key_coefficients = project_rows(keys.data(), n, basis->key, d, rank);
+    const auto value_coefficients = project_rows(tokens.values().data(), n, basis->value, d, rank);
+    out.add_low_rank({basis, std::make_shared<kvstore::LowRankBlock>(rank, 1, key_coefficients.data(),
+                                                                     value_coefficients.data(),
+                                                                     positions.data(), n, head.pool())});
   }
   return out;
 }
@@ -139,14 +145,15 @@ void concatenated_rows(std::span<const kvstore::HeadCache* const> heads, const J
   keys.assign(static_cast<size_t>(n * basis.dim), 0.0f);
   values.assign(keys.size(), 0.0f);
   for (int64_t h = 0; h < n_heads; ++h) {
-    if (heads[h]->tokens() != n) throw std::logic_error("joint basis: the heads of a layer hold different tokens");
+    if (heads[h]->tokens() != n)
+      throw std::logic_error("joint basis: the heads of a layer hold different tokens");
     int64_t t0 = 0;
     for (const auto& segment : heads[h]->segments()) {
-      const auto head_keys =
-          keys_in_basis_space(segment.keys(), segment.positions(), segment.tokens(), *basis.heads[h], backend);
+      const auto head_keys = keys_in_basis_space(segment.keys().data(), segment.positions().data(),
+                                                 segment.tokens(), *basis.heads[h], backend);
       for (int64_t i = 0; i < segment.tokens(); ++i) {
         std::copy_n(head_keys.data() + i * d, d, keys.data() + (t0 + i) * basis.dim + h * d);
-        std::copy_n(segment.values() + i * d, d, values.data() + (t0 + i) * basis.dim + h * d);
+        std::copy_n(segment.value(i), d, values.data() + (t0 + i) * basis.dim + h * d);
       }
       t0 += segment.tokens();
     }
@@ -168,9 +175,11 @@ std::vector<float> joint_reconstruction_errors(std::span<const kvstore::HeadCach
 }
 
 std::vector<kvstore::HeadCache> joint_dimension_copy(std::span<const kvstore::HeadCache* const> heads,
-                                                     std::span<const int32_t> kept, std::span<const int32_t> ranks,
-                                                     const JointBasis& basis, kernels::Backend& backend) {
-  if (kept.size() != ranks.size()) throw std::invalid_argument("joint plan: kept tokens and ranks differ in number");
+                                                     std::span<const int32_t> kept,
+                                                     std::span<const int32_t> ranks, const JointBasis& basis,
+                                                     kernels::Backend& backend) {
+  if (kept.size() != ranks.size())
+    throw std::invalid_argument("joint plan: kept tokens and ranks differ in number");
   const auto n_heads = static_cast<int64_t>(heads.size());
   std::vector<int32_t> full;
   std::map<int32_t, std::vector<int32_t>> by_rank;
@@ -192,13 +201,12 @@ std::vector<kvstore::HeadCache> joint_dimension_copy(std::span<const kvstore::He
     std::vector<float> keys, values;
     concatenated_rows(part_pointers, basis, backend, keys, values);
     const auto n = static_cast<int64_t>(indices.size());
-    auto block = std::make_shared<kvstore::LowRankBlock>();
-    block->rank = rank;
-    block->sharers = n_heads;
-    block->key_coefficients = project_rows(keys.data(), n, basis.key, basis.dim, rank);
-    block->value_coefficients = project_rows(values.data(), n, basis.value, basis.dim, rank);
-    const auto& first = parts[0].segments().front();
-    block->positions.assign(first.positions(), first.positions() + n);
+    const auto key_coefficients = project_rows(keys.data(), n, basis.key, basis.dim, rank);
+    const auto value_coefficients = project_rows(values.data(), n, basis.value, basis.dim, rank);
+    const auto positions = parts[0].segments().front().positions();
+    const auto block = std::make_shared<const kvstore::LowRankBlock>(rank, n_heads, key_coefficients.data(),
+                                                                     value_coefficients.data(),
+                                                                     positions.data(), n, heads[0]->pool());
     for (int64_t h = 0; h < n_heads; ++h) out[static_cast<size_t>(h)].add_low_rank({basis.heads[h], block});
   }
   return out;

@@ -69,7 +69,6 @@ Prefilled Generator::prefill(kvstore::KvStore& kv, std::vector<TokenId> prompt, 
       fmt::format("the prompt has {} tokens but the context holds {} (it must leave room for at least "
                   "one generated token; see --ctx-size)",
                   n_positions, context_size_));
-  kv.reserve(std::min(context_size_, n_positions + max_tokens));
   Prefilled out;
   out.prompt_tokens = n_prompt;
   const auto start = std::chrono::steady_clock::now();

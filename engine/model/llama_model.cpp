@@ -5,12 +5,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 
 #include "comm/communicator.h"
 #include "engine/gguf/gguf_file.h"
 #include "kernels/backend.h"
-#include "kernels/cpu/dequantize.h"
 
 namespace kvshrink::engine {
 
@@ -34,6 +34,7 @@ LlamaModel::LlamaModel(const GgufFile& file, comm::Communicator& comm, kernels::
   gate_.resize(m * shard_.ffn.size());
   up_.resize(gate_.size());
   positions_.resize(m);
+  tokens_.resize(m);
 }
 
 kvstore::KvStore LlamaModel::make_kv_store(const kvstore::KvStoreOptions& options,
@@ -42,60 +43,87 @@ kvstore::KvStore LlamaModel::make_kv_store(const kvstore::KvStoreOptions& option
                           options, std::move(pool));
 }
 
+void LlamaModel::check_batch(std::span<const SequenceRows> batch) const {
+  int64_t rows = 0;
+  for (const auto& sequence : batch) {
+    if (sequence.tokens.empty()) throw std::invalid_argument("forward: a sequence without tokens");
+    for (TokenId id : sequence.tokens) {
+      if (id < 0 || id >= config_.vocab_size) {
+        throw std::invalid_argument(
+            fmt::format("token id {} outside the vocabulary [0, {})", id, config_.vocab_size));
+      }
+    }
+    if (sequence.kv->next_position() + static_cast<int64_t>(sequence.tokens.size()) >
+        std::numeric_limits<int32_t>::max()) {
+      throw std::length_error("forward: position overflow");
+    }
+    rows += static_cast<int64_t>(sequence.tokens.size());
+  }
+  if (rows == 0 || rows > max_batch_) {
+    throw std::invalid_argument(
+        fmt::format("forward: a step of {} rows (1 to {} allowed)", rows, max_batch_));
+  }
+}
+
+// Rows of the step, sequence after sequence: positions_[r], tokens_[r]; the residual stream
+// hidden_ [m x n_embd]. Logit rows are normed and projected after the last layer.
+std::vector<float> LlamaModel::forward_step(std::span<const SequenceRows> batch) {
+  check_batch(batch);
+  int64_t m = 0;
+  int64_t logit_rows = 0;
+  for (const auto& sequence : batch) {
+    const auto n = static_cast<int64_t>(sequence.tokens.size());
+    for (int64_t i = 0; i < n; ++i) {
+      positions_[m + i] = static_cast<int32_t>(sequence.kv->next_position() + i);
+      tokens_[m + i] = sequence.tokens[i];
+    }
+    m += n;
+    logit_rows += sequence.logits == LogitsFor::kEveryToken ? n : sequence.logits == LogitsFor::kLastToken;
+  }
+  backend_.embedding_rows(weights_.token_embedding, tokens_.data(), m, hidden_.data());
+  for (int64_t layer = 0; layer < config_.n_layers; ++layer) {
+    attention_block(layer, batch, m);
+    ffn_block(layer, m);
+  }
+  // Final norm + output projection of the rows whose logits were asked for, gathered into normed_.
+  int64_t row0 = 0, out_row = 0;
+  for (const auto& sequence : batch) {
+    const auto n = static_cast<int64_t>(sequence.tokens.size());
+    const int64_t first = sequence.logits == LogitsFor::kEveryToken ? 0 : n - 1;
+    const int64_t count = sequence.logits == LogitsFor::kNone ? 0 : n - first;
+    backend_.rms_norm(hidden_.data() + (row0 + first) * config_.n_embd, weights_.output_norm.data(),
+                      normed_.data() + out_row * config_.n_embd, count, config_.n_embd, config_.rms_eps);
+    out_row += count;
+    row0 += n;
+    sequence.kv->advance(n);
+  }
+  std::vector<float> out(static_cast<size_t>(logit_rows * config_.vocab_size));
+  if (logit_rows > 0) logits(normed_.data(), logit_rows, out.data());
+  return out;
+}
+
 std::vector<float> LlamaModel::forward(std::span<const TokenId> tokens, kvstore::KvStore& kv,
                                        LogitsFor which) {
   if (tokens.empty()) throw std::invalid_argument("forward: no tokens");
-  for (TokenId id : tokens) {
-    if (id < 0 || id >= config_.vocab_size) {
-      throw std::invalid_argument(
-          fmt::format("token id {} outside the vocabulary [0, {})", id, config_.vocab_size));
-    }
-  }
-  const int64_t n = static_cast<int64_t>(tokens.size());
-  const int64_t out_rows = which == LogitsFor::kEveryToken ? n : 1;
-  std::vector<float> out(static_cast<size_t>(out_rows * config_.vocab_size));
+  const auto n = static_cast<int64_t>(tokens.size());
+  const int64_t out_rows = which == LogitsFor::kEveryToken ? n : which == LogitsFor::kLastToken;
+  std::vector<float> out;
+  out.reserve(static_cast<size_t>(out_rows * config_.vocab_size));
   for (int64_t begin = 0; begin < n; begin += max_batch_) {
-    const int64_t m = std::min(max_batch_, n - begin);
-    forward_chunk(tokens.subspan(begin, m), kv);
-    // final norm + output projection for the rows whose logits were asked for
-    const int64_t first_row = which == LogitsFor::kEveryToken ? 0 : (begin + m == n ? m - 1 : m);
-    if (first_row == m) continue;
-    const int64_t rows = m - first_row;
-    float* rows_hidden = hidden_.data() + first_row * config_.n_embd;
-    backend_.rms_norm(rows_hidden, weights_.output_norm.data(), normed_.data(), rows, config_.n_embd,
-                      config_.rms_eps);
-    const int64_t out_begin = which == LogitsFor::kEveryToken ? begin : 0;
-    logits(normed_.data(), rows, out.data() + out_begin * config_.vocab_size);
+    const int64_t count = std::min(max_batch_, n - begin);
+    const bool last = begin + count == n;
+    const SequenceRows rows{&kv, tokens.subspan(begin, count),
+                            which == LogitsFor::kEveryToken ? which : (last ? which : LogitsFor::kNone)};
+    const auto logits = forward_step({&rows, 1});
+    out.insert(out.end(), logits.begin(), logits.end());
   }
   return out;
 }
 
-// One chunk of m tokens (m <= max_batch) through all layers; leaves the residual stream in hidden_.
-void LlamaModel::forward_chunk(std::span<const TokenId> tokens, kvstore::KvStore& kv) {
-  const auto m = static_cast<int64_t>(tokens.size());
-  const int64_t start = kv.next_position();
-  if (start + m > std::numeric_limits<int32_t>::max()) throw std::length_error("forward: position overflow");
-  for (int64_t i = 0; i < m; ++i) positions_[i] = static_cast<int32_t>(start + i);
-  embed(tokens, hidden_.data());
-  for (int64_t layer = 0; layer < config_.n_layers; ++layer) {
-    attention_block(layer, m, kv);
-    ffn_block(layer, m);
-  }
-  kv.advance(m);
-  kv.account();
-}
-
-void LlamaModel::embed(std::span<const TokenId> tokens, float* x) const {
-  const auto& table = weights_.token_embedding;
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    kernels::cpu::dequantize_row(table.dtype(), table.row(tokens[i]), x + i * config_.n_embd, config_.n_embd);
-  }
-}
-
 // hidden += wo . attention(rope(wq . norm(hidden)), rope(wk . norm(hidden)), wv . norm(hidden))
-//   normed [m x n_embd] -> q [m x Hq x d], k, v [m x Hkv x d] (own heads)
-//   -> attn_out [m x Hq x d] -> partial [m x n_embd] -> all-reduce -> hidden +=
-void LlamaModel::attention_block(int64_t layer, int64_t m, kvstore::KvStore& kv) {
+//   normed [m x n_embd] -> q [m x Hq x d], k, v [m x Hkv x d] (own heads, all rows of the step)
+//   -> attn_out [m x Hq x d] (per sequence and kv head) -> partial [m x n_embd] -> all-reduce -> hidden +=
+void LlamaModel::attention_block(int64_t layer, std::span<const SequenceRows> batch, int64_t m) {
   const auto& w = weights_.layers[static_cast<size_t>(layer)];
   const int64_t d = config_.head_dim;
   const int64_t hq = shard_.q_heads.size();
@@ -107,17 +135,23 @@ void LlamaModel::attention_block(int64_t layer, int64_t m, kvstore::KvStore& kv)
   backend_.rope(q_.data(), m, hq, d, positions_.data(), config_.rope_freq_base);
   backend_.rope(k_.data(), m, hkv, d, positions_.data(), config_.rope_freq_base);
 
-  auto& recent = kv.recent_queries(layer);
-  for (int64_t i = std::max<int64_t>(0, m - recent.capacity()); i < m; ++i) {
-    recent.push(q_.data() + i * hq * d, positions_[i]);
-  }
   const auto attention_start = std::chrono::steady_clock::now();
-  for (int64_t h = 0; h < hkv; ++h) {
-    auto& head = kv.head(layer, h);
-    for (int64_t i = 0; i < m; ++i) {
-      head.tail().append(k_.data() + (i * hkv + h) * d, v_.data() + (i * hkv + h) * d, positions_[i]);
+  int64_t row0 = 0;
+  for (const auto& sequence : batch) {
+    const auto n = static_cast<int64_t>(sequence.tokens.size());
+    auto& kv = *sequence.kv;
+    auto& recent = kv.recent_queries(layer);
+    for (int64_t i = std::max<int64_t>(0, n - recent.capacity()); i < n; ++i) {
+      recent.push(q_.data() + (row0 + i) * hq * d, positions_[row0 + i]);
     }
-    attend_head(m, h, head);
+    for (int64_t h = 0; h < hkv; ++h) {
+      auto& head = kv.head(layer, h);
+      for (int64_t i = row0; i < row0 + n; ++i) {
+        head.tail().append(k_.data() + (i * hkv + h) * d, v_.data() + (i * hkv + h) * d, positions_[i]);
+      }
+      attend_head(row0, n, h, head);
+    }
+    row0 += n;
   }
   attention_seconds_ +=
       std::chrono::duration<double>(std::chrono::steady_clock::now() - attention_start).count();
@@ -127,41 +161,44 @@ void LlamaModel::attention_block(int64_t layer, int64_t m, kvstore::KvStore& kv)
   backend_.add(hidden_.data(), partial_.data(), m * config_.n_embd);
 }
 
-// attn_out_ rows of kv head h's query group = attention over the head's segments (full-dimension
-// ones, then low-rank ones), merged with the online-softmax rule. With attention-mass tracking, each
-// full-dimension segment's tokens receive probabilities normalised over the whole head (a second
-// pass once the total log-denominators are known); low-rank tokens receive none.
-void LlamaModel::attend_head(int64_t m, int64_t h, kvstore::HeadCache& head) {
+void LlamaModel::attend_segment(const kvstore::HeadSegment& segment, kernels::HeadAttention& args) {
+  views_.clear();
+  segment.block_views(views_);
+  args.blocks = views_.data();
+  args.n_blocks = static_cast<int64_t>(views_.size());
+  backend_.attention(args);
+}
+
+// attn_out_ rows row0..row0+m-1 of kv head h's query group = attention over the head's segments
+// (full-dimension ones, then low-rank ones), merged with the online-softmax rule. With
+// attention-mass tracking, each full-dimension segment's tokens receive probabilities normalised
+// over the whole head (a second pass once the total log-denominators are known); low-rank tokens
+// receive none.
+void LlamaModel::attend_head(int64_t row0, int64_t m, int64_t h, kvstore::HeadCache& head) {
   const int64_t d = config_.head_dim;
   const int64_t hq = shard_.q_heads.size();
   const int64_t group = config_.group_size();
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  float* head_out = attn_out_.data() + h * group * d;
+  float* head_out = attn_out_.data() + row0 * hq * d + h * group * d;
+  const int32_t* positions = positions_.data() + row0;
   kernels::HeadAttention args{};
-  args.q = q_.data() + h * group * d;
+  args.q = q_.data() + row0 * hq * d + h * group * d;
   args.q_stride = hq * d;
-  args.q_positions = positions_.data();
+  args.q_positions = positions;
   args.m = m;
   args.group = group;
   args.head_dim = d;
   args.scale = scale;
-  auto point_at = [&](kvstore::HeadSegment& segment) {
-    args.keys = segment.keys();
-    args.values = segment.values();
-    args.kv_positions = segment.positions();
-    args.n_kv = segment.tokens();
-  };
-  std::vector<kvstore::HeadSegment*> filled;
-  for (auto& segment : head.segments()) {
+  std::vector<const kvstore::HeadSegment*> filled;
+  for (const auto& segment : head.segments()) {
     if (segment.tokens() > 0) filled.push_back(&segment);
   }
   const auto low_rank = head.low_rank();
   if (filled.size() == 1 && low_rank.empty()) {
-    point_at(*filled[0]);
     args.out = head_out;
     args.out_stride = hq * d;
-    args.key_mass = filled[0]->attention_mass();
-    backend_.attention(args);
+    args.track_mass = filled[0]->tracks_mass();
+    attend_segment(*filled[0], args);
     return;
   }
   const auto lse_size = static_cast<size_t>(m * group);
@@ -182,10 +219,9 @@ void LlamaModel::attend_head(int64_t m, int64_t h, kvstore::HeadCache& head) {
     }
     first = false;
   };
-  for (auto* segment : filled) {
-    point_at(*segment);
+  for (const auto* segment : filled) {
     target(args.out, args.out_stride, args.lse);
-    backend_.attention(args);
+    attend_segment(*segment, args);
     merge();
   }
   // The low-rank segments, one kernel call per basis (a head's buckets share one: the query is
@@ -194,18 +230,15 @@ void LlamaModel::attend_head(int64_t m, int64_t h, kvstore::HeadCache& head) {
     const auto& basis = *low_rank[begin].basis;
     buckets_.clear();
     size_t end = begin;
-    for (; end < low_rank.size() && low_rank[end].basis.get() == &basis; ++end) {
-      const auto& block = *low_rank[end].block;
-      buckets_.push_back({block.key_coefficients.data(), block.value_coefficients.data(), block.positions.data(),
-                          block.tokens(), block.rank});
-    }
+    for (; end < low_rank.size() && low_rank[end].basis.get() == &basis; ++end)
+      low_rank[end].block->buckets(buckets_);
     kernels::LowRankAttention low{};
     low.q = args.q;
     low.q_stride = args.q_stride;
     target(low.out, low.out_stride, low.lse);
     low.buckets = buckets_.data();
     low.n_buckets = static_cast<int64_t>(buckets_.size());
-    low.q_positions = positions_.data();
+    low.q_positions = positions;
     low.key_basis = basis.key.data();
     low.value_basis = basis.value.data();
     low.m = m;
@@ -223,14 +256,13 @@ void LlamaModel::attend_head(int64_t m, int64_t h, kvstore::HeadCache& head) {
     return;
   }
   if (!head.segments().front().tracks_mass()) return;
-  for (auto* segment : filled) {  // second pass: probabilities over the whole head
-    point_at(*segment);
+  for (const auto* segment : filled) {  // second pass: probabilities over the whole head
     args.out = segment_out_.data();
     args.out_stride = group * d;
     args.lse = nullptr;
     args.lse_reference = lse_.data();
-    args.key_mass = segment->attention_mass();
-    backend_.attention(args);
+    args.track_mass = true;
+    attend_segment(*segment, args);
   }
 }
 

@@ -1,7 +1,11 @@
 // The Llama transformer forward pass on one tensor-parallel rank (shapes in llama_model.cpp).
-// Every rank calls forward() with the same tokens; activations are replicated, each rank computes
-// its own heads and FFN columns, and the two row-parallel products per layer are summed with one
-// all-reduce each. Logits come back complete on every rank.
+// Every rank calls forward_step() with the same batch; activations are replicated, each rank
+// computes its own heads and FFN columns, and the two row-parallel products per layer are summed
+// with one all-reduce each. Logits come back complete on every rank.
+//
+// A step is a batch of sequences, each contributing rows (a prefill chunk or one decode token):
+// all rows of the step go through each GEMM together, attention runs per (sequence, own kv head)
+// over that sequence's segments.
 #pragma once
 
 #include <cstdint>
@@ -21,7 +25,15 @@ class Communicator;
 }
 namespace kvshrink::engine {
 
-enum class LogitsFor { kLastToken, kEveryToken };
+enum class LogitsFor { kLastToken, kEveryToken, kNone };
+
+// One sequence's rows in a step: `tokens` go at positions kv->next_position() onward and their
+// K/V are appended to kv.
+struct SequenceRows {
+  kvstore::KvStore* kv;
+  std::span<const TokenId> tokens;
+  LogitsFor logits = LogitsFor::kLastToken;
+};
 
 class LlamaModel {
  public:
@@ -40,19 +52,25 @@ class LlamaModel {
   double attention_seconds() const { return attention_seconds_; }
   void reset_attention_seconds() { attention_seconds_ = 0.0; }
 
-  // An empty KV store for one sequence, holding this rank's kv heads.
+  // An empty KV store for one sequence, holding this rank's kv heads, its tokens in blocks of
+  // `pool` (null: a pool of its own, unlimited).
   kvstore::KvStore make_kv_store(const kvstore::KvStoreOptions& options = {},
                                  std::shared_ptr<kvstore::KvMemoryPool> pool = nullptr) const;
 
-  // Runs `tokens` at positions kv.next_position() onward (in chunks of max_batch), appends their
-  // K/V to kv, and returns logits [rows x vocab_size]: rows = 1 (last token) or tokens.size().
+  // Runs one step (total rows <= max_batch, each sequence at most once, no empty one). Returns the
+  // logits asked for, [rows x vocab_size] in batch order: its last row (kLastToken), every row
+  // (kEveryToken) or none per sequence. Throws std::invalid_argument for a token outside the
+  // vocabulary and kvstore::KvMemoryExhausted when the pool cannot hold the new tokens (the
+  // batch's stores are then partly appended: the caller frees or recomputes them).
+  std::vector<float> forward_step(std::span<const SequenceRows> batch);
+  // One sequence, in steps of max_batch tokens.
   std::vector<float> forward(std::span<const TokenId> tokens, kvstore::KvStore& kv, LogitsFor which);
 
  private:
-  void forward_chunk(std::span<const TokenId> tokens, kvstore::KvStore& kv);
-  void embed(std::span<const TokenId> tokens, float* x) const;
-  void attention_block(int64_t layer, int64_t m, kvstore::KvStore& kv);
-  void attend_head(int64_t m, int64_t local_head, kvstore::HeadCache& head);
+  void check_batch(std::span<const SequenceRows> batch) const;
+  void attention_block(int64_t layer, std::span<const SequenceRows> batch, int64_t m);
+  void attend_head(int64_t row0, int64_t m, int64_t local_head, kvstore::HeadCache& head);
+  void attend_segment(const kvstore::HeadSegment& segment, kernels::HeadAttention& args);
   void ffn_block(int64_t layer, int64_t m);
   void logits(const float* hidden_rows, int64_t rows, float* out);
 
@@ -65,6 +83,7 @@ class LlamaModel {
   double attention_seconds_ = 0.0;
 
   std::vector<kernels::LowRankBucket> buckets_;  // scratch: one head's low-rank buckets
+  std::vector<kernels::KvBlockView> views_;      // scratch: one segment's blocks
   // Per-chunk activations, m <= max_batch tokens (row-major, one row per token):
   std::vector<float> hidden_;       // [m x n_embd] residual stream (replicated)
   std::vector<float> normed_;       // [m x n_embd]
@@ -76,6 +95,7 @@ class LlamaModel {
   std::vector<float> up_;           // [m x own ffn]
   std::vector<float> partial_;      // [m x n_embd] row-parallel partial sum, all-reduced
   std::vector<int32_t> positions_;  // [m]
+  std::vector<TokenId> tokens_;     // [m]
   // Attention over a head's second and later segments, merged into attn_out_:
   std::vector<float> segment_out_;  // [m x group x head_dim]
   std::vector<float> lse_;          // [m x group] log-denominators so far

@@ -14,12 +14,12 @@ namespace kvshrink::comm {
 class Communicator;
 }
 
-namespace kvshrink::launch {
+namespace kvshrink::engine {
 
 struct LoadedModel {
-  std::unique_ptr<engine::Tokenizer> tokenizer;
+  std::unique_ptr<Tokenizer> tokenizer;
   std::unique_ptr<kernels::cpu::CpuBackend> backend;
-  std::unique_ptr<engine::LlamaModel> model;
+  std::unique_ptr<LlamaModel> model;
   std::string path;      // the GGUF file
   std::string identity;  // engine::model_identity(): what side files (head profiles) must match
   double load_seconds = 0.0;
@@ -29,7 +29,4 @@ struct LoadedModel {
 // not a llama model, too many ranks for the heads) becomes the same comm::JobError on every rank.
 LoadedModel load_model(const std::string& path, comm::Communicator& comm, int64_t max_batch);
 
-// Peak resident set size of this process, in bytes (VmHWM).
-uint64_t peak_rss_bytes();
-
-}  // namespace kvshrink::launch
+}  // namespace kvshrink::engine

@@ -19,11 +19,22 @@ class CpuBackend final : public Backend {
   void add(float* y, const float* x, int64_t count) override;
   void attention(const HeadAttention& args) override;
   void low_rank_attention(const LowRankAttention& args) override;  // low_rank_attention.cpp
+  void embedding_rows(const Weight& w, const int32_t* tokens, int64_t n, float* out) override;
+  void* allocate_kv_memory(uint64_t bytes) override;
+  void free_kv_memory(void* memory, uint64_t bytes) override;
 
  private:
+  // paged_attention.cpp
   void decode_attention(const HeadAttention& args);
+  void gather_blocks(const HeadAttention& args);
+  void prefill_attention(const HeadAttention& args);
 
-  std::vector<float> scores_;       // scratch: [query block x n_kv] attention probabilities
+  std::vector<float> scores_;  // scratch: [query block x n_kv] attention probabilities
+  // scratch of prefill attention: the blocks' tokens gathered contiguously, keys and values
+  // [n_kv x head_dim], positions [n_kv], accumulated attention [n_kv]
+  std::vector<float> kv_keys_, kv_values_, kv_mass_;
+  std::vector<int32_t> kv_positions_;
+  std::vector<float> inv_sums_;     // scratch of decode attention: [group] 1 / softmax denominators
   std::vector<float> row_scratch_;  // scratch: dequantized weight rows
   // scratch of low_rank_attention: queries [m*group x d], projected queries, then value sums
   // [m*group x max rank], rebuilt keys [bucket tokens x d], outputs [m*group x d], positions of

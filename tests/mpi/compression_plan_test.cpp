@@ -128,14 +128,17 @@ std::vector<std::pair<int32_t, int32_t>> held_ranks(const kvstore::HeadCache& he
   std::vector<std::pair<int32_t, int32_t>> out;
   for (const int32_t p : head.positions()) out.emplace_back(p, static_cast<int32_t>(head.head_dim()));
   for (const auto& segment : head.low_rank()) {
-    for (const int32_t p : segment.block->positions) out.emplace_back(p, static_cast<int32_t>(segment.rank()));
+    for (const int32_t p : segment.block->positions())
+      out.emplace_back(p, static_cast<int32_t>(segment.rank()));
   }
   std::sort(out.begin(), out.end());
   return out;
 }
 
 // dynakv keeps every token at rank >= d/8 (13.2% of its bytes): 10% is below what it can hold.
-bool dynakv_below_floor(const std::string& method, int64_t budget) { return method == "dynakv" && budget < 90; }
+bool dynakv_below_floor(const std::string& method, int64_t budget) {
+  return method == "dynakv" && budget < 90;
+}
 
 // ... and says so on every rank.
 void expect_floor_error(KvCompressor& c, const kvstore::KvStore& kv, int64_t budget) {
@@ -164,8 +167,8 @@ engine::KvBasis prompt_basis(const kvstore::KvStore& kv, const std::string& iden
     for (int64_t h = 0; h < b.n_kv_heads; ++h) {
       const auto& segment = kv.head(layer, h).segments().front();
       const auto n = segment.tokens();
-      const auto keys = engine::pca(std::span<const float>(segment.keys(), static_cast<size_t>(n * d)), n, d);
-      const auto values = engine::pca(std::span<const float>(segment.values(), static_cast<size_t>(n * d)), n, d);
+      const auto keys = engine::pca(segment.keys(), n, d);
+      const auto values = engine::pca(segment.values(), n, d);
       b.key_basis.insert(b.key_basis.end(), keys.components.begin(), keys.components.end());
       b.value_basis.insert(b.value_basis.end(), values.components.begin(), values.components.end());
       b.key_energy.insert(b.key_energy.end(), keys.eigenvalues.begin(), keys.eigenvalues.end());
@@ -441,7 +444,8 @@ class CompressionPlanTest : public ::testing::Test {
     return compressor(method, budget, *reference_, *self_comm_);
   }
 
-  static void check_dimension_compression(const std::string& method, KvCompressor& c, const engine::CompressionPlan& plan, int64_t budget);
+  static void check_dimension_compression(const std::string& method, KvCompressor& c,
+                                          const engine::CompressionPlan& plan, int64_t budget);
 
   static inline testing::TestModel* sharded_ = nullptr;
   static inline comm::MpiCommunicator* self_comm_ = nullptr;  // rank 0 only
@@ -515,10 +519,11 @@ TEST_F(CompressionPlanTest, PlanEqualsOneRank) {
           for (const int32_t r : head) coefficients += r;
         }
         const double kept = static_cast<double>(plan_tokens(plan));
-        std::printf("  %-13s %3lld tokens/head: plan and ranks %s one rank; %.0f tokens kept, mean rank %.1f\n",
-                    method.c_str(), static_cast<long long>(budget),
-                    plan == expected && sharded_plan.ranks == reference_plan.ranks ? "equal to" : "DIFFER from", kept,
-                    coefficients / std::max(1.0, kept));
+        std::printf(
+            "  %-13s %3lld tokens/head: plan and ranks %s one rank; %.0f tokens kept, mean rank %.1f\n",
+            method.c_str(), static_cast<long long>(budget),
+            plan == expected && sharded_plan.ranks == reference_plan.ranks ? "equal to" : "DIFFER from", kept,
+            coefficients / std::max(1.0, kept));
         ++settings;
         continue;
       }
@@ -647,8 +652,8 @@ TEST_F(CompressionPlanTest, CompressKeepsExactlyThePlannedTokens) {
 // 2b. Dimension-level methods: every rank's heads hold exactly their planned tokens at their planned
 // ranks (rank head_dim as full-dimension tokens), bytes are counted per coefficient and stay within
 // the budget's bytes.
-void CompressionPlanTest::check_dimension_compression(const std::string& method, KvCompressor& c, const engine::CompressionPlan& plan,
-                                                      int64_t budget) {
+void CompressionPlanTest::check_dimension_compression(const std::string& method, KvCompressor& c,
+                                                      const engine::CompressionPlan& plan, int64_t budget) {
   const int64_t owned = prompt_kv_->owned_kv_heads();
   const int64_t first_head = sharded_->model->shard().kv_heads.begin;
   const int64_t d = sharded_->model->config().head_dim;
@@ -661,7 +666,8 @@ void CompressionPlanTest::check_dimension_compression(const std::string& method,
       const auto index = static_cast<size_t>(layer * n_heads() + first_head + h);
       std::vector<std::pair<int32_t, int32_t>> expected;
       for (size_t i = 0; i < plan.kept[index].size(); ++i) {
-        expected.emplace_back(plan.kept[index][i], std::min<int32_t>(plan.ranks[index][i], static_cast<int32_t>(d)));
+        expected.emplace_back(plan.kept[index][i],
+                              std::min<int32_t>(plan.ranks[index][i], static_cast<int32_t>(d)));
         planned_bytes += static_cast<uint64_t>(2 * expected.back().second * sizeof(float) + sizeof(int32_t));
       }
       EXPECT_EQ(held_ranks(compressed.head(layer, h)), expected) << "layer " << layer << " head " << h;
@@ -674,11 +680,13 @@ void CompressionPlanTest::check_dimension_compression(const std::string& method,
   EXPECT_LE(bytes, static_cast<uint64_t>(n_layers() * n_heads() * budget) * bytes_per_token());
   EXPECT_EQ(sum_over_ranks(all_tokens_held(compressed)), plan_tokens(plan.kept));
   if (coordinator()) {
-    std::printf("  %-13s %3lld tokens/head: %lld tokens held at mixed ranks, %.2f MiB = %.1f%% of the budget's bytes\n",
-                method.c_str(), static_cast<long long>(budget),
-                static_cast<long long>(plan_tokens(plan.kept)), static_cast<double>(bytes) / 1048576.0,
-                100.0 * static_cast<double>(bytes) /
-                    static_cast<double>(static_cast<uint64_t>(n_layers() * n_heads() * budget) * bytes_per_token()));
+    std::printf(
+        "  %-13s %3lld tokens/head: %lld tokens held at mixed ranks, %.2f MiB = %.1f%% of the budget's "
+        "bytes\n",
+        method.c_str(), static_cast<long long>(budget), static_cast<long long>(plan_tokens(plan.kept)),
+        static_cast<double>(bytes) / 1048576.0,
+        100.0 * static_cast<double>(bytes) /
+            static_cast<double>(static_cast<uint64_t>(n_layers() * n_heads() * budget) * bytes_per_token()));
   }
 }
 
@@ -798,9 +806,10 @@ TEST_F(CompressionPlanTest, DynaKvRanksDecodeTokens) {
   const auto expected = reference.generate(ref_kv, question(), kDecodeTokens, {}, nullptr,
                                            engine::KvCompression{rc.get(), 0, kBudgetFractions[1], kEvery});
   EXPECT_EQ(result.tokens, expected.tokens);
-  std::printf("  dynakv %.0f%%, every %lld: %.1f%% of full KV bytes after %lld decode steps; tokens %s one rank\n",
-              100 * kBudgetFractions[1], static_cast<long long>(kEvery), 100.0 * bytes / full,
-              static_cast<long long>(kDecodeTokens), result.tokens == expected.tokens ? "equal to" : "DIFFER from");
+  std::printf(
+      "  dynakv %.0f%%, every %lld: %.1f%% of full KV bytes after %lld decode steps; tokens %s one rank\n",
+      100 * kBudgetFractions[1], static_cast<long long>(kEvery), 100.0 * bytes / full,
+      static_cast<long long>(kDecodeTokens), result.tokens == expected.tokens ? "equal to" : "DIFFER from");
 }
 
 }  // namespace

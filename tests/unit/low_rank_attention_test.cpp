@@ -45,7 +45,8 @@ std::shared_ptr<HeadBasis> make_basis(bool pre_rope) {
 }
 
 // x [n x d] -> U[:r]^T (U[:r] x): the projection onto the first r basis vectors.
-std::vector<float> reconstruct(const std::vector<float>& x, int64_t n, const std::vector<float>& basis, int64_t r) {
+std::vector<float> reconstruct(const std::vector<float>& x, int64_t n, const std::vector<float>& basis,
+                               int64_t r) {
   const auto z = engine::project_rows(x.data(), n, basis, kDim, r);
   std::vector<float> out(x.size(), 0.0f);
   for (int64_t t = 0; t < n; ++t) {
@@ -81,12 +82,12 @@ Output dense_attention(kernels::cpu::CpuBackend& backend, const Queries& qs, con
   a.q_stride = kGroup * kDim;
   a.out = o.out.data();
   a.out_stride = kGroup * kDim;
-  a.keys = keys.data();
-  a.values = values.data();
-  a.kv_positions = positions.data();
+  const kernels::KvBlockView all{keys.data(), values.data(), positions.data(), nullptr,
+                                 static_cast<int64_t>(positions.size())};
+  a.blocks = &all;
+  a.n_blocks = 1;
   a.q_positions = qs.positions.data();
   a.m = qs.m;
-  a.n_kv = static_cast<int64_t>(positions.size());
   a.group = kGroup;
   a.head_dim = kDim;
   a.scale = 1.0f / std::sqrt(static_cast<float>(kDim));
@@ -100,10 +101,7 @@ Output low_rank_attention(kernels::cpu::CpuBackend& backend, const Queries& qs,
                           std::span<const kvstore::LowRankSegment> segments) {
   Output o{std::vector<float>(qs.q.size()), std::vector<float>(static_cast<size_t>(qs.m * kGroup))};
   std::vector<kernels::LowRankBucket> buckets;
-  for (const auto& s : segments) {
-    buckets.push_back({s.block->key_coefficients.data(), s.block->value_coefficients.data(),
-                       s.block->positions.data(), s.tokens(), s.rank()});
-  }
+  for (const auto& s : segments) s.block->buckets(buckets);
   const auto& basis = *segments[0].basis;
   kernels::LowRankAttention a{};
   a.q = qs.q.data();
@@ -126,7 +124,8 @@ Output low_rank_attention(kernels::cpu::CpuBackend& backend, const Queries& qs,
   return o;
 }
 
-Output low_rank_attention(kernels::cpu::CpuBackend& backend, const Queries& qs, const kvstore::LowRankSegment& s) {
+Output low_rank_attention(kernels::cpu::CpuBackend& backend, const Queries& qs,
+                          const kvstore::LowRankSegment& s) {
   return low_rank_attention(backend, qs, std::span<const kvstore::LowRankSegment>(&s, 1));
 }
 
@@ -145,12 +144,16 @@ struct Tokens {
   int64_t n;
   std::vector<float> keys, values;
   std::vector<int32_t> positions;
-  kvstore::HeadCache head{kDim, false};
+  std::shared_ptr<kvstore::KvMemoryPool> pool =
+      std::make_shared<kvstore::KvMemoryPool>(0, kvstore::HeadSegment::block_bytes(kDim));
+  kvstore::HeadCache head{kDim, false, *pool};
 };
 
 Tokens make_tokens(int64_t n) {
-  Tokens t{n, testing::normal_values(static_cast<size_t>(n * kDim), 31),
-           testing::normal_values(static_cast<size_t>(n * kDim), 32), {}};
+  Tokens t{n,
+           testing::normal_values(static_cast<size_t>(n * kDim), 31),
+           testing::normal_values(static_cast<size_t>(n * kDim), 32),
+           {}};
   for (int64_t i = 0; i < n; ++i) {
     t.positions.push_back(static_cast<int32_t>(i));
     t.head.tail().append(t.keys.data() + i * kDim, t.values.data() + i * kDim, static_cast<int32_t>(i));
@@ -176,13 +179,14 @@ TEST(LowRankAttentionTest, FullRankEqualsDenseAttention) {
   for (const bool pre_rope : {false, true}) {
     const auto basis = make_basis(pre_rope);
     // rank d in a segment of its own (the store keeps rank d dense; the kernel must still agree)
-    auto block = std::make_shared<kvstore::LowRankBlock>();
-    block->rank = kDim;
     const auto keys = engine::keys_in_basis_space(t.keys.data(), t.positions.data(), t.n, *basis, backend);
-    block->key_coefficients = engine::project_rows(keys.data(), t.n, basis->key, kDim, kDim);
-    block->value_coefficients = engine::project_rows(t.values.data(), t.n, basis->value, kDim, kDim);
-    block->positions = t.positions;
-    const kvstore::LowRankSegment segment{basis, block};
+    const auto key_coefficients = engine::project_rows(keys.data(), t.n, basis->key, kDim, kDim);
+    const auto value_coefficients = engine::project_rows(t.values.data(), t.n, basis->value, kDim, kDim);
+    kvstore::KvMemoryPool pool(0, kvstore::HeadSegment::block_bytes(kDim));
+    const kvstore::LowRankSegment segment{
+        basis,
+        std::make_shared<kvstore::LowRankBlock>(kDim, 1, key_coefficients.data(), value_coefficients.data(),
+                                                t.positions.data(), t.n, pool)};
     for (const int64_t m : {1, 5}) {
       const auto queries = make_queries(m, 37);  // the later queries see every token, earlier ones not
       const auto dense = dense_attention(backend, queries, t.keys, t.values, t.positions);
@@ -211,7 +215,8 @@ TEST(LowRankAttentionTest, RankREqualsDenseAttentionOnReconstructedKeysAndValues
       // and it differs from attention over the exact keys (the test can fail)
       const auto exact = dense_attention(backend, queries, t.keys, t.values, t.positions);
       float most = 0.0f;
-      for (size_t i = 0; i < exact.out.size(); ++i) most = std::max(most, std::abs(exact.out[i] - low.out[i]));
+      for (size_t i = 0; i < exact.out.size(); ++i)
+        most = std::max(most, std::abs(exact.out[i] - low.out[i]));
       EXPECT_GT(most, 1e-3f) << "rank " << rank;
     }
   }
@@ -253,14 +258,14 @@ TEST(LowRankAttentionTest, RankBucketsMergedEqualOneDensePass) {
   const auto dense = dense_attention(backend, queries, keys, values, positions);
 
   const auto& full = head.segments().front();
-  const std::vector<float> full_keys(full.keys(), full.keys() + full.tokens() * kDim);
-  const std::vector<float> full_values(full.values(), full.values() + full.tokens() * kDim);
-  const std::vector<int32_t> full_positions(full.positions(), full.positions() + full.tokens());
+  const std::vector<float> full_keys = full.keys();
+  const std::vector<float> full_values = full.values();
+  const std::vector<int32_t> full_positions = full.positions();
   auto merged = dense_attention(backend, queries, full_keys, full_values, full_positions);
   for (const auto& segment : head.low_rank()) {
     const auto part = low_rank_attention(backend, queries, segment);
-    kernels::merge_attention(merged.out.data(), kGroup * kDim, merged.lse.data(), part.out.data(), kGroup * kDim,
-                             part.lse.data(), 1, kGroup, kDim);
+    kernels::merge_attention(merged.out.data(), kGroup * kDim, merged.lse.data(), part.out.data(),
+                             kGroup * kDim, part.lse.data(), 1, kGroup, kDim);
   }
   expect_same_attention(merged, dense);
 
@@ -274,8 +279,8 @@ TEST(LowRankAttentionTest, RankBucketsMergedEqualOneDensePass) {
   const auto five = make_queries(5, 57);  // the first queries do not see the last tokens
   auto five_merged = dense_attention(backend, five, full_keys, full_values, full_positions);
   const auto five_buckets = low_rank_attention(backend, five, head.low_rank());
-  kernels::merge_attention(five_merged.out.data(), kGroup * kDim, five_merged.lse.data(), five_buckets.out.data(),
-                           kGroup * kDim, five_buckets.lse.data(), 5, kGroup, kDim);
+  kernels::merge_attention(five_merged.out.data(), kGroup * kDim, five_merged.lse.data(),
+                           five_buckets.out.data(), kGroup * kDim, five_buckets.lse.data(), 5, kGroup, kDim);
   expect_same_attention(five_merged, dense_attention(backend, five, keys, values, positions));
 }
 
@@ -324,7 +329,8 @@ TEST(LowRankAttentionTest, JointBasisSharesOneBlockAcrossHeads) {
     view->head_dim = kDim;
     view->latent_dim = jd;
     for (int64_t k = 0; k < jd; ++k) {
-      view->key.insert(view->key.end(), joint.key.begin() + k * jd + h * kDim, joint.key.begin() + k * jd + (h + 1) * kDim);
+      view->key.insert(view->key.end(), joint.key.begin() + k * jd + h * kDim,
+                       joint.key.begin() + k * jd + (h + 1) * kDim);
       view->value.insert(view->value.end(), joint.value.begin() + k * jd + h * kDim,
                          joint.value.begin() + k * jd + (h + 1) * kDim);
     }
@@ -335,7 +341,8 @@ TEST(LowRankAttentionTest, JointBasisSharesOneBlockAcrossHeads) {
   b.keys = testing::normal_values(b.keys.size(), 51);
   b.values = testing::normal_values(b.values.size(), 52);
   b.head.clear();
-  for (int64_t i = 0; i < b.n; ++i) b.head.tail().append(b.keys.data() + i * kDim, b.values.data() + i * kDim, static_cast<int32_t>(i));
+  for (int64_t i = 0; i < b.n; ++i)
+    b.head.tail().append(b.keys.data() + i * kDim, b.values.data() + i * kDim, static_cast<int32_t>(i));
   std::vector<int32_t> kept(20);
   std::iota(kept.begin(), kept.end(), 0);
   const std::vector<int32_t> ranks(kept.size(), 12);  // rank 12 of 32: below one head's worth

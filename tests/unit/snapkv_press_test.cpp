@@ -126,8 +126,7 @@ TEST(Presses, H2oDividesAccumulatedAttentionByTheQueriesThatSawTheToken) {
   for (int32_t t = 0; t < 5; ++t)
     kv.head(0, 0).tail().append(keys.data() + t * kDim, keys.data() + t * kDim, t);
   kv.advance(5);
-  float* mass = kv.head(0, 0).tail().attention_mass();
-  for (int t = 0; t < 5; ++t) mass[t] = 1.0f;
+  for (int t = 0; t < 5; ++t) kv.head(0, 0).tail().mass(t) = 1.0f;
   kvstore::PressParams params;
   params.window = 1;
   std::vector<float> scores(5);

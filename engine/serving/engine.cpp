@@ -1,0 +1,226 @@
+#include "engine/serving/engine.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <string>
+
+#include "comm/collective_error.h"
+#include "comm/communicator.h"
+#include "engine/model/tensor_parallel_split.h"
+
+namespace kvshrink::engine {
+
+uint64_t default_kv_memory(const comm::World& world) {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  uint64_t kib = 0;
+  while (meminfo >> key >> kib) {
+    if (key == "MemAvailable:") break;
+    meminfo.ignore(64, '\n');
+  }
+  return kib * 1024 / 2 / static_cast<uint64_t>(std::max(1, world.local_size));
+}
+
+Engine::Engine(const EngineOptions& options, comm::Communicator& control, comm::Communicator& data)
+    : options_(options),
+      control_(control),
+      data_(data),
+      loaded_(load_model(options.model, data, options.max_num_batched_tokens)) {
+  const auto& config = loaded_.model->config();
+  comm::check_all(control_, options.context_size <= config.n_ctx_train,
+                  fmt::format("--ctx-size {} exceeds the model's trained context of {} tokens",
+                              options.context_size, config.n_ctx_train));
+  context_size_ = options.context_size == 0 ? config.n_ctx_train : options.context_size;
+  const uint64_t capacity = options.kv_memory != 0 ? options.kv_memory : default_kv_memory(control.world());
+  const uint64_t block_bytes = kvstore::HeadSegment::block_bytes(config.head_dim);
+  comm::check_all(control_, capacity >= block_bytes,
+                  fmt::format("--kv-memory {} bytes holds no KV block ({} bytes)", capacity, block_bytes));
+  pool_ = std::make_shared<kvstore::KvMemoryPool>(capacity, block_bytes, loaded_.backend.get());
+}
+
+Engine::~Engine() = default;
+
+KvGeometry Engine::geometry() const {
+  const auto& config = loaded_.model->config();
+  KvGeometry g;
+  g.n_layers = config.n_layers;
+  for (int r = 0; r < control_.world().size; ++r)
+    g.kv_heads.push_back(split_range(config.n_head_kv, control_.world().size, r).size());
+  g.block_tokens = kvstore::HeadSegment::kBlockTokens;
+  g.capacity_blocks = pool_->capacity_blocks();
+  return g;
+}
+
+// Why rank 0 must refuse a request before it runs ("" when it may run).
+std::string Engine::request_error(const Request& request) const {
+  const auto n = static_cast<int64_t>(request.prompt.size());
+  if (n == 0) return "the prompt is empty";
+  if (n >= context_size_) {
+    return fmt::format(
+        "the prompt has {} tokens but the context holds {} (it must leave room for at least one "
+        "generated token; see --ctx-size)",
+        n, context_size_);
+  }
+  if (request.max_tokens < 1) return fmt::format("max tokens {} must be at least 1", request.max_tokens);
+  const int64_t vocab = loaded_.model->config().vocab_size;
+  for (const TokenId id : request.prompt) {
+    if (id < 0 || id >= vocab) return fmt::format("token id {} outside the vocabulary [0, {})", id, vocab);
+  }
+  try {
+    validate(request.sampling);
+    validate(request.compression);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+KvCompressor* Engine::compressor_for(const CompressionSpec& spec) {
+  const std::string key = compression_key(spec);
+  auto it = compressors_.find(key);
+  if (it == compressors_.end()) {
+    it = compressors_
+             .emplace(key, make_compressor(spec, *loaded_.model, data_, loaded_.path, loaded_.identity))
+             .first;
+  }
+  return it->second.get();
+}
+
+// New sequences get an empty store (and their compressor, loaded collectively: a bad side file
+// fails that sequence alone, on every rank alike).
+void Engine::add_sequences(const StepMessage& step, std::map<int64_t, std::string>& failed) {
+  for (const auto& added : step.added) {
+    KvCompressor* compressor = nullptr;
+    if (added.compression.enabled()) {
+      try {
+        compressor = compressor_for(added.compression);
+      } catch (const comm::JobError& e) {
+        failed[added.id] = e.what();
+        continue;
+      }
+    }
+    const auto options = compressor ? compressor->store_options() : kvstore::KvStoreOptions{};
+    live_.emplace(added.id, Live{loaded_.model->make_kv_store(options, pool_), compressor});
+  }
+}
+
+// The step's compressions, in order; a plan error (a budget the method cannot meet) fails that
+// sequence alone: every rank sees the same comm::JobError.
+void Engine::compress(const StepMessage& step, std::map<int64_t, std::string>& failed) {
+  for (const auto& c : step.compress) {
+    auto it = live_.find(c.id);
+    if (it == live_.end() || failed.contains(c.id)) continue;
+    try {
+      it->second.compressor->compress(it->second.kv, c.budget_tokens);
+    } catch (const comm::JobError& e) {
+      failed[c.id] = e.what();
+    }
+  }
+}
+
+void Engine::execute(const StepMessage& step, std::map<int64_t, std::string>& failed,
+                     std::vector<float>& logits) {
+  for (const int64_t id : step.released) live_.erase(id);
+  add_sequences(step, failed);
+  std::vector<SequenceRows> batch;
+  for (const auto& rows : step.rows) {
+    auto it = live_.find(rows.id);
+    if (it == live_.end()) throw std::logic_error(fmt::format("step: sequence {} is not held", rows.id));
+    batch.push_back({&it->second.kv, rows.tokens, rows.logits ? LogitsFor::kLastToken : LogitsFor::kNone});
+  }
+  logits.clear();
+  if (!batch.empty()) logits = loaded_.model->forward_step(batch);
+  compress(step, failed);
+}
+
+// Collective (control plane): every rank's free blocks and, per live sequence, its blocks and
+// token bytes, as rows [free, blocks..., held..., full...] of a [tp x width] matrix that each rank
+// fills in its own row (an all-reduce max of non-negative values then gathers it).
+StepReport Engine::report(std::map<int64_t, std::string> failed) {
+  const int tp = control_.world().size;
+  const int rank = control_.world().rank;
+  const auto n = static_cast<int64_t>(live_.size());
+  const int64_t width = 1 + 3 * n;
+  std::vector<int64_t> matrix(static_cast<size_t>(tp * width), 0);
+  int64_t* row = matrix.data() + rank * width;
+  row[0] = pool_->free_blocks();
+  int64_t i = 0;
+  for (const auto& [id, live] : live_) {
+    row[1 + i] = static_cast<int64_t>(live.kv.block_bytes_held() / pool_->block_bytes());
+    row[1 + n + i] = static_cast<int64_t>(live.kv.bytes_held());
+    row[1 + 2 * n + i] = static_cast<int64_t>(live.kv.full_bytes());
+    ++i;
+  }
+  control_.all_reduce_max(matrix);
+  StepReport out;
+  out.failed = std::move(failed);
+  for (int r = 0; r < tp; ++r) out.free_blocks.push_back(matrix[r * width]);
+  i = 0;
+  for (const auto& [id, live] : live_) {
+    auto& blocks = out.sequence_blocks[id];
+    for (int r = 0; r < tp; ++r) {
+      blocks.push_back(matrix[r * width + 1 + i]);
+      out.bytes_held[id] += static_cast<uint64_t>(matrix[r * width + 1 + n + i]);
+      out.bytes_full[id] += static_cast<uint64_t>(matrix[r * width + 1 + 2 * n + i]);
+    }
+    out.tail_tokens[id] = live.kv.head(0, 0).segments().back().tokens();  // the same on every head and rank
+    ++i;
+  }
+  return out;
+}
+
+std::vector<RequestResult> Engine::run(std::vector<Request> requests) {
+  const bool coordinator = control_.world().is_coordinator();
+  const auto start = std::chrono::steady_clock::now();
+  const auto now = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  const auto& config = loaded_.model->config();
+  SchedulerLimits limits{options_.max_num_seqs, options_.max_num_batched_tokens, context_size_};
+  Scheduler scheduler(limits, geometry(), *loaded_.tokenizer);
+  std::vector<RequestResult> results(coordinator ? requests.size() : 0);
+  if (coordinator) {
+    for (size_t i = 0; i < requests.size(); ++i) {
+      const std::string error = request_error(requests[i]);
+      if (error.empty()) {
+        scheduler.submit(std::move(requests[i]), results[i], 0.0);
+      } else {
+        results[i].finish = FinishReason::kError;
+        results[i].error = error;
+        results[i].prompt_tokens = static_cast<int64_t>(requests[i].prompt.size());
+      }
+    }
+  }
+  stats_ = RunStats{};
+  stats_.pool_capacity_bytes = pool_->capacity();
+  double running_sum = 0.0;
+  StepReport last = report({});
+  for (;;) {
+    StepMessage step = coordinator ? scheduler.next_step(last, now()) : StepMessage{};
+    broadcast_step(control_, step);
+    if (step.end_of_run) break;
+    std::map<int64_t, std::string> failed;
+    std::vector<float> logits;
+    execute(step, failed, logits);
+    if (coordinator) scheduler.sampled_logits(step, logits, config.vocab_size, now());
+    last = report(std::move(failed));
+    ++stats_.steps;
+    const auto running = static_cast<int64_t>(step.rows.size());
+    running_sum += static_cast<double>(running);
+    stats_.peak_running = std::max(stats_.peak_running, running);
+    const int64_t free_min = *std::min_element(last.free_blocks.begin(), last.free_blocks.end());
+    if (pool_->capacity_blocks() - free_min > 0) {
+      stats_.pool_peak_bytes = std::max<uint64_t>(
+          stats_.pool_peak_bytes,
+          static_cast<uint64_t>(pool_->capacity_blocks() - free_min) * pool_->block_bytes());
+    }
+  }
+  stats_.seconds = now();
+  stats_.mean_running = stats_.steps > 0 ? running_sum / static_cast<double>(stats_.steps) : 0.0;
+  return results;
+}
+
+}  // namespace kvshrink::engine

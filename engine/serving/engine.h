@@ -1,0 +1,94 @@
+// The composition root (DESIGN.md §1, §8): on every rank, the backend, this rank's model shard,
+// the tokenizer, the KV pool and (rank 0) the scheduler, built from options. Front ends submit
+// requests to run() and read tokens back; the ranks advance in steps that rank 0 sends as one
+// message each (step_message.h).
+//
+//   engine::Engine engine(options, control, data);        // collective: loads the shard
+//   auto results = engine.run(std::move(requests));       // collective; rank 0's requests count
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/world.h"
+#include "engine/compression/kv_compressor.h"
+#include "engine/model/loaded_model.h"
+#include "engine/serving/request.h"
+#include "engine/serving/scheduler.h"
+#include "kvstore/kv_memory_pool.h"
+
+namespace kvshrink::comm {
+class Communicator;
+}
+
+namespace kvshrink::engine {
+
+struct EngineOptions {
+  std::string model;                     // GGUF file
+  int64_t context_size = 0;              // 0 = the model's trained context
+  int64_t max_num_batched_tokens = 512;  // rows per step
+  int64_t max_num_seqs = 256;            // sequences running at once
+  uint64_t kv_memory = 0;                // KV pool bytes per rank; 0 = default_kv_memory()
+};
+
+// The default KV pool per rank: half of the memory available now (MemAvailable), shared by the
+// ranks on this node.
+uint64_t default_kv_memory(const comm::World& world);
+
+// Figures of the last run (rank 0).
+struct RunStats {
+  double seconds = 0.0;
+  int64_t steps = 0;
+  double mean_running = 0.0;  // sequences running per step
+  int64_t peak_running = 0;
+  uint64_t pool_peak_bytes = 0;  // the most any rank's pool held in blocks
+  uint64_t pool_capacity_bytes = 0;
+};
+
+class Engine {
+ public:
+  // Collective: every rank loads its shard; a failure anywhere is a comm::JobError on every rank.
+  Engine(const EngineOptions& options, comm::Communicator& control, comm::Communicator& data);
+  ~Engine();
+
+  // Collective. Runs every request of rank 0 to its end (the other ranks pass anything) and returns
+  // their results on rank 0 (empty elsewhere). A bad request (empty or over-long prompt, unknown
+  // press, budget out of range, larger than the pool) fails alone with its error.
+  std::vector<RequestResult> run(std::vector<Request> requests);
+  const RunStats& last_run() const { return stats_; }
+
+  LlamaModel& model() { return *loaded_.model; }
+  const Tokenizer& tokenizer() const { return *loaded_.tokenizer; }
+  const LoadedModel& loaded() const { return loaded_; }
+  int64_t context_size() const { return context_size_; }
+  kvstore::KvMemoryPool& pool() { return *pool_; }
+  comm::Communicator& data_plane() { return data_; }
+
+ private:
+  struct Live {
+    kvstore::KvStore kv;
+    KvCompressor* compressor;
+  };
+  std::string request_error(const Request& request) const;
+  KvCompressor* compressor_for(const CompressionSpec& spec);
+  void execute(const StepMessage& step, std::map<int64_t, std::string>& failed, std::vector<float>& logits);
+  void add_sequences(const StepMessage& step, std::map<int64_t, std::string>& failed);
+  void compress(const StepMessage& step, std::map<int64_t, std::string>& failed);
+  StepReport report(std::map<int64_t, std::string> failed);
+  KvGeometry geometry() const;
+
+  EngineOptions options_;
+  comm::Communicator& control_;
+  comm::Communicator& data_;
+  LoadedModel loaded_;
+  int64_t context_size_ = 0;
+  std::shared_ptr<kvstore::KvMemoryPool> pool_;
+  std::map<std::string, std::unique_ptr<KvCompressor>> compressors_;  // by compression_key()
+  std::map<int64_t, Live> live_;                                      // sequences the ranks hold
+  RunStats stats_;
+};
+
+}  // namespace kvshrink::engine

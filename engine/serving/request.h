@@ -1,0 +1,46 @@
+// What a front end submits (generate, eval, bench-throughput, batch, serve) and what it reads back.
+// A request carries its prompt, sampling parameters, stop conditions and its own compression
+// settings; the engine turns it into a sequence (DESIGN.md §8).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/compression/compression_spec.h"
+#include "engine/generation/sampler.h"
+#include "engine/tokenizer/tokenizer.h"
+
+namespace kvshrink::engine {
+
+enum class FinishReason { kEndOfGeneration, kMaxTokens, kStopString, kContextFull, kStoppedByCaller, kError };
+const char* finish_reason_name(FinishReason reason);
+
+struct Request {
+  std::vector<TokenId> prompt;
+  SamplingParams sampling;
+  int64_t max_tokens = 256;
+  std::vector<std::string> stop;  // stop strings: generation ends when the text contains one
+  CompressionSpec compression;    // method "none" = full KV
+  // Called on rank 0 for every generated token as soon as it is sampled; returning false stops the
+  // sequence (a client gone). May be empty.
+  std::function<bool(TokenId)> on_token;
+};
+
+// Rank 0's record of one request; other ranks get empty results.
+struct RequestResult {
+  std::vector<TokenId> tokens;  // generated, without the prompt (a matched stop string's tokens included)
+  FinishReason finish = FinishReason::kMaxTokens;
+  std::string error;  // with kError: why the request failed alone
+  int64_t prompt_tokens = 0;
+  int64_t preemptions = 0;
+  double arrival_seconds = 0.0;      // since the run started
+  double first_token_seconds = 0.0;  // since the run started
+  double finish_seconds = 0.0;
+  uint64_t kv_bytes_held = 0;        // all ranks' token bytes right before the sequence ended
+  uint64_t kv_bytes_full = 0;        // what full KV would hold for the same positions
+  uint64_t kv_bytes_compressed = 0;  // right after its first compression (0: never compressed)
+};
+
+}  // namespace kvshrink::engine
