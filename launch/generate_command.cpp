@@ -76,11 +76,11 @@ CLI::App* add_generate_command(CLI::App& app, GenerateOptions& o) {
   return cmd;
 }
 
-int run_generate(const GenerateOptions& options, comm::Communicator& comm) {
+int run_generate(const GenerateOptions& options, comm::Communicator& comm, comm::Communicator& data) {
   const bool coordinator = comm.world().is_coordinator();
   const std::string prompt_text = read_prompt(options, comm);
   const auto spec = compression_specs(options.compression, comm).front();
-  engine::Engine engine(options.engine, comm, comm);
+  engine::Engine engine(options.engine, comm, data);
   const auto& tokenizer = engine.tokenizer();
 
   engine::Request request;

@@ -28,6 +28,6 @@ struct GenerateOptions {
 };
 
 CLI::App* add_generate_command(CLI::App& app, GenerateOptions& options);
-int run_generate(const GenerateOptions& options, comm::Communicator& comm);
+int run_generate(const GenerateOptions& options, comm::Communicator& comm, comm::Communicator& data);
 
 }  // namespace kvshrink::launch

@@ -10,7 +10,9 @@
 
 #include "comm/collective_error.h"
 #include "comm/communicator.h"
+#include "comm/planes.h"
 #include "launch/bench_command.h"
+#include "launch/bench_throughput_command.h"
 #include "launch/calibrate_command.h"
 #include "launch/cpu_environment.h"
 #include "launch/eval_command.h"
@@ -20,13 +22,14 @@
 int main(int argc, char** argv) {
   using namespace kvshrink;
   launch::reexec_with_openblas_coretype(argc, argv);
-  std::unique_ptr<comm::Communicator> comm;
+  comm::Planes planes;
   try {
-    comm = comm::make_mpi_communicator(&argc, &argv);
+    planes = comm::make_mpi_planes(&argc, &argv);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kvshrink: error: %s\n", e.what());
     return 1;
   }
+  comm::Communicator* comm = planes.control.get();  // the control plane: error agreement, steps
   const bool coordinator = comm->world().is_coordinator();
   launch::set_compute_threads(comm->world());
 
@@ -42,6 +45,8 @@ int main(int argc, char** argv) {
   auto* profile_heads = launch::add_profile_heads_command(app, profile_heads_options);
   launch::CalibrateOptions calibrate_options;
   auto* calibrate = launch::add_calibrate_command(app, calibrate_options);
+  launch::BenchThroughputOptions bench_throughput_options;
+  auto* bench_throughput = launch::add_bench_throughput_command(app, bench_throughput_options);
 
   try {
     app.parse(argc, argv);
@@ -56,7 +61,10 @@ int main(int argc, char** argv) {
   }
 
   try {
-    if (generate->parsed()) return launch::run_generate(generate_options, *comm);
+    if (generate->parsed()) return launch::run_generate(generate_options, *comm, *planes.data);
+    if (bench_throughput->parsed()) {
+      return launch::run_bench_throughput(bench_throughput_options, *comm, *planes.data);
+    }
     if (bench->parsed()) return launch::run_bench(bench_options, *comm);
     if (eval->parsed()) return launch::run_eval(eval_options, *comm);
     if (profile_heads->parsed()) return launch::run_profile_heads(profile_heads_options, *comm);

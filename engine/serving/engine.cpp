@@ -200,6 +200,7 @@ std::vector<RequestResult> Engine::run(std::vector<Request> requests) {
   StepReport last = report({});
   for (;;) {
     StepMessage step = coordinator ? scheduler.next_step(last, now()) : StepMessage{};
+    const int64_t running = scheduler.running();  // rank 0's count (admitted, holding KV)
     broadcast_step(control_, step);
     if (step.end_of_run) break;
     std::map<int64_t, std::string> failed;
@@ -208,7 +209,6 @@ std::vector<RequestResult> Engine::run(std::vector<Request> requests) {
     if (coordinator) scheduler.sampled_logits(step, logits, config.vocab_size, now());
     last = report(std::move(failed));
     ++stats_.steps;
-    const auto running = static_cast<int64_t>(step.rows.size());
     running_sum += static_cast<double>(running);
     stats_.peak_running = std::max(stats_.peak_running, running);
     const int64_t free_min = *std::min_element(last.free_blocks.begin(), last.free_blocks.end());

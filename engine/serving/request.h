@@ -22,6 +22,7 @@ struct Request {
   SamplingParams sampling;
   int64_t max_tokens = 256;
   std::vector<std::string> stop;  // stop strings: generation ends when the text contains one
+  bool ignore_eos = false;        // run to max_tokens past end-of-generation tokens (benchmarks)
   CompressionSpec compression;    // method "none" = full KV
   // Called on rank 0 for every generated token as soon as it is sampled; returning false stops the
   // sequence (a client gone). May be empty.

@@ -87,11 +87,13 @@ void Scheduler::finish(Entry& entry, FinishReason reason, double now) {
   to_release_.push_back(entry.id);
 }
 
-// Blocks rank r needs for the entry's rows this step, and the headroom its compression needs.
-// Token eviction compacts in place (at most the tail's blocks more, plus one per head); a
-// dimension-level method builds a copy, so it may need as much as the sequence holds.
-static int64_t headroom(const KvGeometry& g, int r, int64_t tail, int64_t held, bool copies) {
-  return copies ? held : g.blocks_for(r, 0, tail + g.block_tokens);
+// Blocks rank r may need beyond what a sequence holds while it is compressed. Token eviction
+// compacts in place: nothing when the store is one segment (the first compression, after
+// prefill), else the tail's kept tokens appended to the compacted segment (at most the tail's
+// blocks plus one per head). A dimension-level method builds a copy: as much as the sequence holds.
+static int64_t headroom(const KvGeometry& g, int r, bool first, int64_t tail, int64_t held, bool copies) {
+  if (copies) return held;
+  return first ? 0 : g.blocks_for(r, 0, tail + g.block_tokens);
 }
 
 void Scheduler::preempt(Entry& entry, std::vector<int64_t>& avail, const StepReport& report,
@@ -120,7 +122,7 @@ bool Scheduler::admit(Entry& entry, std::vector<int64_t>& avail, StepMessage& st
   std::vector<int64_t> need(static_cast<size_t>(geometry_.tp()));
   for (int r = 0; r < geometry_.tp(); ++r) {
     const int64_t prefill = geometry_.blocks_for(r, 0, n + 1);
-    need[r] = prefill + (entry.compresses() ? headroom(geometry_, r, n, prefill, copies) : 0);
+    need[r] = prefill + (entry.compresses() ? headroom(geometry_, r, true, n, prefill, copies) : 0);
   }
   for (int r = 0; r < geometry_.tp(); ++r) {
     if (need[r] > geometry_.capacity_blocks) {
@@ -189,7 +191,8 @@ StepMessage Scheduler::next_step(const StepReport& report, double now) {
         const int64_t blocks = geometry_.blocks_for(r, e.tail, rows);
         const int64_t now_held = held == report.sequence_blocks.end() ? 0 : held->second[r];
         need[r] +=
-            blocks + (compressing ? headroom(geometry_, r, e.tail + rows, now_held + blocks, copies) : 0);
+            blocks +
+            (compressing ? headroom(geometry_, r, !e.decoding, e.tail + rows, now_held + blocks, copies) : 0);
       }
     }
     bool fits = true;
@@ -278,7 +281,8 @@ void Scheduler::accept_token(Entry& e, TokenId token, double now) {
   e.next = token;
   const bool keep_going = !e.request.on_token || e.request.on_token(token);
   e.text += e.decoder.push(token);
-  if (tokenizer_.is_end_of_generation(token)) return finish(e, FinishReason::kEndOfGeneration, now);
+  if (!e.request.ignore_eos && tokenizer_.is_end_of_generation(token))
+    return finish(e, FinishReason::kEndOfGeneration, now);
   for (const auto& stop : e.request.stop) {
     if (!stop.empty() && e.text.find(stop) != std::string::npos)
       return finish(e, FinishReason::kStopString, now);
