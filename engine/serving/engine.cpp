@@ -121,12 +121,15 @@ void Engine::compress(const StepMessage& step, std::map<int64_t, std::string>& f
   }
 }
 
+// Sequences that failed to be added are left out of the batch (not_run): the others run.
 void Engine::execute(const StepMessage& step, std::map<int64_t, std::string>& failed,
-                     std::vector<float>& logits) {
+                     std::vector<float>& logits, std::set<int64_t>& not_run) {
   for (const int64_t id : step.released) live_.erase(id);
   add_sequences(step, failed);
+  for (const auto& [id, error] : failed) not_run.insert(id);
   std::vector<SequenceRows> batch;
   for (const auto& rows : step.rows) {
+    if (not_run.contains(rows.id)) continue;
     auto it = live_.find(rows.id);
     if (it == live_.end()) throw std::logic_error(fmt::format("step: sequence {} is not held", rows.id));
     batch.push_back({&it->second.kv, rows.tokens, rows.logits ? LogitsFor::kLastToken : LogitsFor::kNone});
@@ -205,8 +208,9 @@ std::vector<RequestResult> Engine::run(std::vector<Request> requests) {
     if (step.end_of_run) break;
     std::map<int64_t, std::string> failed;
     std::vector<float> logits;
-    execute(step, failed, logits);
-    if (coordinator) scheduler.sampled_logits(step, logits, config.vocab_size, now());
+    std::set<int64_t> not_run;
+    execute(step, failed, logits, not_run);
+    if (coordinator) scheduler.sampled_logits(step, logits, config.vocab_size, not_run, now());
     last = report(std::move(failed));
     ++stats_.steps;
     running_sum += static_cast<double>(running);

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -74,7 +75,8 @@ class Engine {
   };
   std::string request_error(const Request& request) const;
   KvCompressor* compressor_for(const CompressionSpec& spec);
-  void execute(const StepMessage& step, std::map<int64_t, std::string>& failed, std::vector<float>& logits);
+  void execute(const StepMessage& step, std::map<int64_t, std::string>& failed, std::vector<float>& logits,
+               std::set<int64_t>& not_run);
   void add_sequences(const StepMessage& step, std::map<int64_t, std::string>& failed);
   void compress(const StepMessage& step, std::map<int64_t, std::string>& failed);
   StepReport report(std::map<int64_t, std::string> failed);

@@ -249,9 +249,10 @@ void Scheduler::add_rows(StepMessage& step) {
 }
 
 void Scheduler::sampled_logits(const StepMessage& step, std::span<const float> logits, int64_t vocab,
-                               double now) {
+                               const std::set<int64_t>& not_run, double now) {
   int64_t row = 0;
   for (const auto& rows : step.rows) {
+    if (not_run.contains(rows.id)) continue;
     auto it = entries_.find(rows.id);
     if (it == entries_.end()) continue;
     auto& e = *it->second;

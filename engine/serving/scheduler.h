@@ -10,6 +10,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -45,8 +46,10 @@ class Scheduler {
   // The next step, from what the ranks reported after the last one. end_of_run once nothing is left.
   StepMessage next_step(const StepReport& report, double now);
   // After the step's forward: the logits rows of the step's rows with logits, in order
-  // [rows x vocab]. Samples and applies stop conditions.
-  void sampled_logits(const StepMessage& step, std::span<const float> logits, int64_t vocab, double now);
+  // [rows x vocab], leaving out the sequences in not_run (they failed before their rows ran).
+  // Samples and applies stop conditions.
+  void sampled_logits(const StepMessage& step, std::span<const float> logits, int64_t vocab,
+                      const std::set<int64_t>& not_run, double now);
 
   int64_t running() const;
   int64_t waiting() const { return static_cast<int64_t>(waiting_.size()); }

@@ -60,3 +60,11 @@ set_tests_properties(stall_kill_np3 PROPERTIES TIMEOUT 60 ENVIRONMENT "${stall_e
 kvshrink_mpi_test(stall_keep_alive_np3 3 $<TARGET_FILE:stall_test> keep-alive)
 set_tests_properties(stall_keep_alive_np3 PROPERTIES TIMEOUT 60)
 set_property(TEST stall_keep_alive_np3 APPEND PROPERTY ENVIRONMENT KVSHRINK_COMM_TIMEOUT=1)
+
+# Many sequences at once: batched steps equal each sequence alone, the engine's scheduler and step
+# protocol (compression per request, preemption under a tiny pool, bad requests failing alone).
+foreach(np 1 2 3)
+  kvshrink_mpi_test(batched_engine_np${np} ${np} $<TARGET_FILE:batched_engine_test>)
+  set_tests_properties(batched_engine_np${np} PROPERTIES TIMEOUT 600)
+  set_property(TEST batched_engine_np${np} APPEND PROPERTY ENVIRONMENT OMPI_MCA_mpi_yield_when_idle=1)
+endforeach()
