@@ -86,7 +86,7 @@ void expect_matmul_equals_reference(const Weight& w, std::mt19937& rng) {
   std::normal_distribution<float> normal;
   const int threads = openblas_get_num_threads();
   for (const auto& [m, compute_threads] :
-       {std::pair{1, 1}, {1, 2}, {2, 2}, {3, 2}, {8, 1}, {8, 2}, {17, 2}, {32, 2}, {33, 2}, {64, 2}}) {
+       {std::pair{1, 1}, {1, 2}, {2, 2}, {3, 2}, {8, 1}, {8, 2}, {17, 2}, {33, 2}, {64, 2}, {65, 2}}) {
     openblas_set_num_threads(compute_threads);
     std::vector<float> x(static_cast<size_t>(m * w.cols()));
     for (auto& v : x) v = normal(rng);
