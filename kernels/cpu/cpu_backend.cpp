@@ -13,9 +13,10 @@
 
 namespace kvshrink::kernels::cpu {
 
-// f32 weights: OpenBLAS directly. Packed weights: one token reads the packed rows (packed_gemv);
-// several tokens dequantize kDequantRows rows at a time into scratch and multiply with SGEMM, which
-// costs one dequantization of the weights per prefill chunk (~1% of the GEMM time at 512 tokens).
+// f32 weights: OpenBLAS directly. Packed weights: up to kPackedGemmMaxTokens tokens (decode, one
+// row per sequence) read the packed rows (packed_gemm, on the compute threads); more tokens
+// dequantize kDequantRows rows at a time into scratch and multiply with SGEMM, which costs one
+// dequantization of the weights per prefill chunk (~1% of the GEMM time at 512 tokens).
 void CpuBackend::matmul(const Weight& w, const float* x, float* y, int64_t m) {
   constexpr int64_t kDequantRows = 512;
   const auto rows = static_cast<int>(w.rows());
@@ -29,8 +30,8 @@ void CpuBackend::matmul(const Weight& w, const float* x, float* y, int64_t m) {
     }
     return;
   }
-  if (m == 1) {
-    packed_gemv(w, x, y, row_scratch_);
+  if (m <= kPackedGemmMaxTokens) {
+    packed_gemm(w, x, y, m);
     return;
   }
   for (int64_t first = 0; first < w.rows(); first += kDequantRows) {

@@ -6,7 +6,6 @@
 #pragma once
 
 #include <cstdint>
-#include <vector>
 
 #include "kernels/weight.h"
 
@@ -21,10 +20,5 @@ constexpr int64_t kPackedGemmMaxTokens = 64;
 // convert blocks in registers; other types dequantize a few rows at a time into thread-local
 // scratch. Output rows are split over the compute threads (packed_gemm_small_threads.h).
 void packed_gemm(const Weight& w, const float* x, float* y, int64_t m);
-
-// One token, as committed cpu_backend.cpp still calls it; goes when its matmul calls packed_gemm.
-inline void packed_gemv(const Weight& w, const float* x, float* y, std::vector<float>& /*row_scratch*/) {
-  packed_gemm(w, x, y, 1);
-}
 
 }  // namespace kvshrink::kernels::cpu
