@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string_view>
 
 #include "kernels/weight.h"
@@ -109,6 +110,12 @@ class Backend {
   virtual void add(float* y, const float* x, int64_t count) = 0;
   virtual void attention(const HeadAttention& args) = 0;
   virtual void low_rank_attention(const LowRankAttention& args) = 0;
+  // Observation-window attention (scoring presses): out[t] for every token t of the blocks, in
+  // order, = mean over the n_queries queries and the group's heads of softmax_t(scale * q . k_t),
+  // causal by position. Query head j of query i at q + i*q_stride + j*head_dim.
+  virtual void window_attention_mean(const float* q, int64_t q_stride, const int32_t* q_positions,
+                                     int64_t n_queries, int64_t group, int64_t head_dim, float scale,
+                                     std::span<const KvBlockView> blocks, float* out) = 0;
   // out[i x w.cols] = row tokens[i] of the (packed) embedding table w, dequantized
   virtual void embedding_rows(const Weight& w, const int32_t* tokens, int64_t n, float* out) = 0;
 

@@ -8,6 +8,7 @@
 #include <span>
 #include <string_view>
 
+#include "kernels/backend.h"
 #include "kvstore/head_cache.h"
 #include "kvstore/recent_queries.h"
 
@@ -22,6 +23,7 @@ struct HeadScoringInput {
   int64_t first_q_head;         // this kv head's first query head within a row
   int64_t group;                // query heads per kv head
   int64_t next_position;        // position the sequence continues at (= queries seen so far)
+  kernels::Backend& backend;    // computes window attention over the head's blocks
 };
 
 class Press {

@@ -21,13 +21,14 @@ namespace kvshrink::kvstore {
 
 const std::vector<std::string>& method_names() {
   static const std::vector<std::string> names = {
-      "snapkv", "pyramidkv", "adakv",      "headkv",       "dynamickv", "h2o",
-      "streamingllm", "knorm", "tova", "mixeddimkv", "mixeddimkv-h", "dynakv", "snapkv+dynakv"};
+      "snapkv", "pyramidkv", "adakv",      "headkv",       "dynamickv", "h2o",          "streamingllm",
+      "knorm",  "tova",      "mixeddimkv", "mixeddimkv-h", "dynakv",    "snapkv+dynakv"};
   return names;
 }
 
 bool is_dimension_method(std::string_view method) {
-  return method == "mixeddimkv" || method == "mixeddimkv-h" || method == "dynakv" || method == "snapkv+dynakv";
+  return method == "mixeddimkv" || method == "mixeddimkv-h" || method == "dynakv" ||
+         method == "snapkv+dynakv";
 }
 
 const std::vector<std::string>& allocator_names() {
@@ -71,6 +72,10 @@ PressParams default_params(std::string_view method) {
     params.pool_type = PoolType::kAverage;
   }
   return params;
+}
+
+int64_t default_compress_every(std::string_view method) {
+  return method == "h2o" || method == "streamingllm" ? 1 : 0;
 }
 
 std::string default_allocator(std::string_view method) {

@@ -17,6 +17,7 @@
 //   snapkv+dynakv SnapKV + uniform evict to budget / rate tokens, then DynaKV ranks the kept ones
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -43,6 +44,9 @@ bool is_method(std::string_view name);
 void check_names(std::string_view method, std::string_view allocator);
 // The method's own defaults (throws std::invalid_argument for an unknown name).
 PressParams default_params(std::string_view method);
+// Decode steps between re-compactions the method runs with by default: 1 for h2o and
+// streamingllm (they evict as they go), else 0 (after prefill only).
+int64_t default_compress_every(std::string_view method);
 // The method's default allocator name ("uniform", "pyramid", ...).
 std::string default_allocator(std::string_view method);
 // allocator: "" = the method's own. press and allocator are null where the method has none

@@ -4,16 +4,12 @@
 #include <cmath>
 #include <vector>
 
-#include "kernels/cpu/window_attention.h"
-
 namespace kvshrink::kvstore {
 
-std::vector<kernels::cpu::KeyBlock> key_blocks(const HeadCache& head) {
+std::vector<kernels::KvBlockView> key_blocks(const HeadCache& head) {
   std::vector<kernels::KvBlockView> views;
   for (const auto& segment : head.segments()) segment.block_views(views);
-  std::vector<kernels::cpu::KeyBlock> blocks;
-  for (const auto& view : views) blocks.push_back({view.keys, view.positions, view.n});
-  return blocks;
+  return views;
 }
 
 void mean_window_attention(const HeadScoringInput& input, int64_t window, std::span<float> scores) {
@@ -25,7 +21,7 @@ void mean_window_attention(const HeadScoringInput& input, int64_t window, std::s
   std::vector<int32_t> positions;
   input.recent.last(rows, queries, positions);
   const auto blocks = key_blocks(input.head);
-  kernels::cpu::window_attention_mean(queries.data() + input.first_q_head * d, input.recent.row_floats(),
+  input.backend.window_attention_mean(queries.data() + input.first_q_head * d, input.recent.row_floats(),
                                       positions.data(), rows, input.group, d,
                                       1.0f / std::sqrt(static_cast<float>(d)), blocks, scores.data());
 }

@@ -5,14 +5,13 @@
 #include <span>
 #include <vector>
 
-#include "kernels/cpu/window_attention.h"
 #include "kvstore/press.h"
 #include "kvstore/press_params.h"
 
 namespace kvshrink::kvstore {
 
-// The head's segments as key blocks for kernels::cpu::window_attention_mean, in token order.
-std::vector<kernels::cpu::KeyBlock> key_blocks(const HeadCache& head);
+// The head's full-dimension blocks, in token order.
+std::vector<kernels::KvBlockView> key_blocks(const HeadCache& head);
 
 // scores[t] = mean over the last `window` recent queries (fewer if fewer are held) and the group's
 // query heads of their attention to token t of the head.

@@ -83,6 +83,7 @@ nlohmann::json to_json(const std::string& setting, const engine::ThroughputSumma
           {"requests_per_second", s.requests_per_second},
           {"output_tokens_per_second", s.output_tokens_per_second},
           {"total_tokens_per_second", s.total_tokens_per_second},
+          {"decode_tokens_per_second", s.decode_tokens_per_second},
           {"mean_running", s.mean_running},
           {"peak_running", s.peak_running},
           {"kv_pool_peak_mib", s.pool_peak_bytes / 1048576.0},
@@ -97,18 +98,21 @@ nlohmann::json to_json(const std::string& setting, const engine::ThroughputSumma
 
 void print_markdown(const std::vector<std::pair<std::string, engine::ThroughputSummary>>& rows) {
   fmt::print(
-      "| setting | req/s | output tok/s | total tok/s | running mean | running peak | KV pool peak MiB | KV "
+      "| setting | req/s | output tok/s | total tok/s | decode tok/s | running mean | running peak | KV pool "
+      "peak MiB | KV "
       "after "
       "press | preempted | TTFT p50 s | TTFT p99 s | TPOT p50 ms | TPOT p99 ms | failed |\n"
-      "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+      "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
   for (const auto& [setting, s] : rows) {
     fmt::print(
-        "| {} | {:.3f} | {:.1f} | {:.1f} | {:.1f} | {} | {:.1f} of {:.0f} | {:.1f}% | {} | {:.2f} | {:.2f} | "
+        "| {} | {:.3f} | {:.1f} | {:.1f} | {:.1f} | {:.1f} | {} | {:.1f} of {:.0f} | {:.1f}% | {} | {:.2f} | "
+        "{:.2f} | "
         "{:.1f} "
         "| {:.1f} | {} |\n",
-        setting, s.requests_per_second, s.output_tokens_per_second, s.total_tokens_per_second, s.mean_running,
-        s.peak_running, s.pool_peak_bytes / 1048576.0, s.pool_capacity_bytes / 1048576.0, 100 * s.kv_share,
-        s.preemptions, s.ttft_p50, s.ttft_p99, 1e3 * s.tpot_p50, 1e3 * s.tpot_p99, s.failed);
+        setting, s.requests_per_second, s.output_tokens_per_second, s.total_tokens_per_second,
+        s.decode_tokens_per_second, s.mean_running, s.peak_running, s.pool_peak_bytes / 1048576.0,
+        s.pool_capacity_bytes / 1048576.0, 100 * s.kv_share, s.preemptions, s.ttft_p50, s.ttft_p99,
+        1e3 * s.tpot_p50, 1e3 * s.tpot_p99, s.failed);
   }
 }
 

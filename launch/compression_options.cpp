@@ -115,7 +115,7 @@ engine::CompressionSpec make_spec(const CompressionOptions& o, const std::string
   if (o.dyna_rate) p.dyna_rate = *o.dyna_rate;
   p.kv_basis = o.kv_basis;
   p.joint_basis = o.joint_basis;
-  spec.compress_every = o.compress_every.value_or(press == "h2o" || press == "streamingllm" ? 1 : 0);
+  spec.compress_every = o.compress_every.value_or(kvstore::default_compress_every(press));
   return spec;
 }
 

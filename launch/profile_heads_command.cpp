@@ -16,7 +16,7 @@
 #include "engine/model/loaded_model.h"
 #include "engine/tokenizer/chat_template.h"
 #include "eval/synthetic_tasks.h"
-#include "kernels/cpu/window_attention.h"
+#include "kernels/backend.h"
 #include "kvstore/window_scores.h"
 #include "launch/cli_checks.h"
 #include "launch/model_options.h"
@@ -127,7 +127,7 @@ std::vector<Probe> build_probes(const ProfileHeadsOptions& o, const engine::Toke
 // k = needle length tokens of it, and the attention of those inside the needle / k; averaged over
 // the kv head's `group` query heads.
 void add_step_scores(const kvstore::KvStore& kv, int64_t group, std::array<int64_t, 2> needle,
-                     std::vector<double>& scores) {
+                     kernels::Backend& backend, std::vector<double>& scores) {
   const int64_t d = kv.head_dim();
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const int64_t k_needle = needle[1] - needle[0];
@@ -148,9 +148,9 @@ void add_step_scores(const kvstore::KvStore& kv, int64_t group, std::array<int64
       order.resize(static_cast<size_t>(n));
       double head_score = 0.0;
       for (int64_t j = 0; j < group; ++j) {
-        kernels::cpu::window_attention_mean(query.data() + (h * group + j) * d, recent.row_floats(),
-                                            q_position.data(), /*window=*/1, /*group=*/1, d, scale, blocks,
-                                            attention.data());
+        backend.window_attention_mean(query.data() + (h * group + j) * d, recent.row_floats(),
+                                      q_position.data(),
+                                      /*n_queries=*/1, /*group=*/1, d, scale, blocks, attention.data());
         std::iota(order.begin(), order.end(), 0);
         std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
           return attention[a] > attention[b] || (attention[a] == attention[b] && a < b);
@@ -245,10 +245,10 @@ int run_profile_heads(const ProfileHeadsOptions& options, comm::Communicator& co
     auto kv = model.make_kv_store(kvstore::KvStoreOptions{.query_window = 1});
     model.forward(probe.prompt, kv, engine::LogitsFor::kLastToken);
     // Step s scores the query that predicts answer[s]: the prompt's last token, then answer[s - 1].
-    add_step_scores(kv, config.group_size(), probe.needle, local);
+    add_step_scores(kv, config.group_size(), probe.needle, model.backend(), local);
     for (size_t s = 0; s + 1 < probe.answer.size(); ++s) {
       model.forward(std::span<const TokenId>(&probe.answer[s], 1), kv, engine::LogitsFor::kLastToken);
-      add_step_scores(kv, config.group_size(), probe.needle, local);
+      add_step_scores(kv, config.group_size(), probe.needle, model.backend(), local);
     }
     if (coordinator) {
       fmt::print(

@@ -6,6 +6,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
+#include <string>
 #include <vector>
 
 #include "engine/compression/dimension_method.h"
@@ -31,6 +33,23 @@ struct CompressionPlan {
   RankPlan ranks;
   bool empty() const { return kept.empty(); }
 };
+
+class KvCompressor;
+
+// One store to plan in plan_all: its compressor and budget; plan_all fills plan or error.
+struct PlanJob {
+  KvCompressor* compressor;
+  const kvstore::KvStore* kv;
+  int64_t budget_tokens;
+  CompressionPlan plan;  // empty: nothing to do
+  std::string error;     // the same on every rank: a budget the method cannot meet
+};
+
+// Collective: the plans of several stores (several sequences due in the same step, each with its
+// own compressor) in one exchange: one all-reduce of their token counts, one all-gather of their
+// scores and features, rank 0 solves each, one broadcast of the plans. A job's error fails that
+// job only.
+void plan_all(std::span<PlanJob> jobs, comm::Communicator& comm);
 
 class KvCompressor {
  public:
@@ -60,8 +79,24 @@ class KvCompressor {
   kvstore::KvStore compressed_copy(const kvstore::KvStore& kv, int64_t budget_tokens);
   // This rank's heads of a model-wide plan.
   kvstore::LocalKeepPlan local_part(const KeepPlan& plan) const;
+  // Collective (all ranks, same plan): compacts this rank's heads (and moves tokens into rank
+  // buckets). Does nothing for an empty plan.
+  void apply(kvstore::KvStore& kv, const CompressionPlan& plan) const;
 
  private:
+  friend void plan_all(std::span<PlanJob> jobs, comm::Communicator& comm);
+  // The phases of plan_all (kv_compressor.cpp).
+  std::vector<int64_t> local_counts(const kvstore::KvStore& kv) const;
+  size_t local_counts_size() const {
+    return static_cast<size_t>(2 * model_.config().n_layers * model_.config().n_head_kv);
+  }
+  int64_t token_width() const;
+  std::vector<float> local_inputs(const kvstore::KvStore& kv) const;
+  std::vector<int64_t> rank_floats(std::span<const int64_t> counts) const;
+  std::vector<int32_t> solve(std::span<const int64_t> counts_and_words, std::span<const float> gathered,
+                             int64_t next_position, int64_t budget_tokens) const;
+  CompressionPlan unpack(std::span<const int32_t> packed) const;
+
   // Scores of this rank's heads: [layer * owned_kv_heads + local head][token].
   std::vector<std::vector<float>> score_local(const kvstore::KvStore& kv) const;
 

@@ -72,6 +72,7 @@ std::string Engine::request_error(const Request& request) const {
   try {
     validate(request.sampling);
     validate(request.compression);
+    check_budget_reachable(request.compression, n);
   } catch (const std::exception& e) {
     return e.what();
   }
@@ -107,17 +108,25 @@ void Engine::add_sequences(const StepMessage& step, std::map<int64_t, std::strin
   }
 }
 
-// The step's compressions, in order; a plan error (a budget the method cannot meet) fails that
-// sequence alone: every rank sees the same comm::JobError.
+// The step's compressions, planned in one exchange (plan_all); a plan error (a budget the method
+// cannot meet) fails that sequence alone: every rank gets the same error.
 void Engine::compress(const StepMessage& step, std::map<int64_t, std::string>& failed) {
+  std::vector<PlanJob> jobs;
+  std::vector<std::pair<int64_t, Live*>> stores;  // [job]: sequence id, its store
   for (const auto& c : step.compress) {
     auto it = live_.find(c.id);
     if (it == live_.end() || failed.contains(c.id)) continue;
-    try {
-      it->second.compressor->compress(it->second.kv, c.budget_tokens);
-    } catch (const comm::JobError& e) {
-      failed[c.id] = e.what();
+    jobs.push_back({it->second.compressor, &it->second.kv, c.budget_tokens, {}, {}});
+    stores.emplace_back(c.id, &it->second);
+  }
+  if (jobs.empty()) return;
+  plan_all(jobs, data_);
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    if (!jobs[j].error.empty()) {
+      failed[stores[j].first] = jobs[j].error;
+      continue;
     }
+    jobs[j].compressor->apply(stores[j].second->kv, jobs[j].plan);
   }
 }
 

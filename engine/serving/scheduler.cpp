@@ -11,9 +11,9 @@ namespace kvshrink::engine {
 const char* finish_reason_name(FinishReason reason) {
   switch (reason) {
     case FinishReason::kEndOfGeneration:
-      return "stop";
+      return "end of generation";
     case FinishReason::kMaxTokens:
-      return "length";
+      return "max tokens";
     case FinishReason::kStopString:
       return "stop string";
     case FinishReason::kContextFull:

@@ -21,6 +21,8 @@ ThroughputSummary summarize(std::span<const RequestResult> results, const RunSta
   std::vector<double> ttft, tpot;
   double share_sum = 0.0;
   int64_t compressed = 0;
+  double last_first_token = 0.0, last_finish = 0.0;
+  int64_t decode_tokens = 0;
   for (const auto& r : results) {
     ++s.requests;
     if (r.finish == FinishReason::kError) {
@@ -32,6 +34,9 @@ ThroughputSummary summarize(std::span<const RequestResult> results, const RunSta
     s.output_tokens += n;
     s.preemptions += r.preemptions;
     ttft.push_back(r.first_token_seconds - r.arrival_seconds);
+    last_first_token = std::max(last_first_token, r.first_token_seconds);
+    last_finish = std::max(last_finish, r.finish_seconds);
+    decode_tokens += n > 0 ? n - 1 : 0;
     if (n > 1) tpot.push_back((r.finish_seconds - r.first_token_seconds) / static_cast<double>(n - 1));
     if (r.kv_bytes_compressed > 0 && r.kv_bytes_full > 0) {
       const double full_at_prompt = static_cast<double>(r.kv_bytes_full) *
@@ -46,6 +51,9 @@ ThroughputSummary summarize(std::span<const RequestResult> results, const RunSta
     s.requests_per_second = static_cast<double>(s.requests - s.failed) / s.seconds;
     s.output_tokens_per_second = static_cast<double>(s.output_tokens) / s.seconds;
     s.total_tokens_per_second = static_cast<double>(s.input_tokens + s.output_tokens) / s.seconds;
+  }
+  if (last_finish > last_first_token) {
+    s.decode_tokens_per_second = static_cast<double>(decode_tokens) / (last_finish - last_first_token);
   }
   s.mean_running = run.mean_running;
   s.peak_running = run.peak_running;

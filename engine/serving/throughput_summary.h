@@ -19,6 +19,9 @@ struct ThroughputSummary {
   double requests_per_second = 0.0;
   double output_tokens_per_second = 0.0;
   double total_tokens_per_second = 0.0;  // (input + output) / seconds
+  // Decode alone: tokens after each request's first, over the time from the last first token to
+  // the last finish (meaningful when every request runs at once, as in llama-batched-bench's S_TG).
+  double decode_tokens_per_second = 0.0;
   double mean_running = 0.0;
   int64_t peak_running = 0;
   uint64_t pool_peak_bytes = 0;

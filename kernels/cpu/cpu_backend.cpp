@@ -10,6 +10,7 @@
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/packed_gemv.h"
 #include "kernels/cpu/vector_math.h"
+#include "kernels/cpu/window_attention.h"
 
 namespace kvshrink::kernels::cpu {
 
@@ -95,12 +96,25 @@ void CpuBackend::add(float* y, const float* x, int64_t count) {
   for (int64_t i = 0; i < count; ++i) y[i] += x[i];
 }
 
+void CpuBackend::window_attention_mean(const float* q, int64_t q_stride, const int32_t* q_positions,
+                                       int64_t n_queries, int64_t group, int64_t head_dim, float scale,
+                                       std::span<const KvBlockView> blocks, float* out) {
+  std::vector<KeyBlock> keys;
+  keys.reserve(blocks.size());
+  for (const auto& block : blocks) keys.push_back({block.keys, block.positions, block.n});
+  cpu::window_attention_mean(q, q_stride, q_positions, n_queries, group, head_dim, scale, keys, out);
+}
+
 void CpuBackend::embedding_rows(const Weight& w, const int32_t* tokens, int64_t n, float* out) {
   for (int64_t i = 0; i < n; ++i) dequantize_row(w.dtype(), w.row(tokens[i]), out + i * w.cols(), w.cols());
 }
 
-void* CpuBackend::allocate_kv_memory(uint64_t bytes) { return ::operator new(bytes, std::align_val_t{64}); }
+void* CpuBackend::allocate_kv_memory(uint64_t bytes) {
+  return ::operator new (bytes, std::align_val_t{64});
+}
 
-void CpuBackend::free_kv_memory(void* memory, uint64_t) { ::operator delete(memory, std::align_val_t{64}); }
+void CpuBackend::free_kv_memory(void* memory, uint64_t) {
+  ::operator delete (memory, std::align_val_t{64});
+}
 
 }  // namespace kvshrink::kernels::cpu

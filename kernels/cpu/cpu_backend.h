@@ -19,6 +19,9 @@ class CpuBackend final : public Backend {
   void add(float* y, const float* x, int64_t count) override;
   void attention(const HeadAttention& args) override;
   void low_rank_attention(const LowRankAttention& args) override;  // low_rank_attention.cpp
+  void window_attention_mean(const float* q, int64_t q_stride, const int32_t* q_positions, int64_t n_queries,
+                             int64_t group, int64_t head_dim, float scale,
+                             std::span<const KvBlockView> blocks, float* out) override;
   void embedding_rows(const Weight& w, const int32_t* tokens, int64_t n, float* out) override;
   void* allocate_kv_memory(uint64_t bytes) override;
   void free_kv_memory(void* memory, uint64_t bytes) override;

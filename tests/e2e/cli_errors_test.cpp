@@ -193,6 +193,14 @@ TEST_F(CliErrorsTest, EvalBudgetBelowTheWindow) {
                      "snapkv cannot meet the budget");
 }
 
+TEST_F(CliErrorsTest, GenerateBudgetBelowTheWindow) {
+  expect_clean_error(2,
+                     "generate -m " + model() +
+                         " -p 'a prompt that is long enough to have more tokens than the window of four' "
+                         "--press snapkv --window 4 --budget 1e-9 -n 4",
+                     "snapkv cannot meet the budget");
+}
+
 TEST_F(CliErrorsTest, ContextLengthsPastTheModelContext) {
   expect_clean_error(
       2,

@@ -107,7 +107,7 @@ TEST_F(BatchedEngineTest, OneStepOfManySequencesEqualsEachAlone) {
   };
   std::vector<std::unique_ptr<Live>> live;
   for (int64_t s = 0; s < n; ++s)
-    live.push_back(std::make_unique<Live>(Live{model.make_kv_store(), prompt_of(kPromptLengths[s], s)}));
+    live.push_back(std::make_unique<Live>(Live{model.make_kv_store(), prompt_of(kPromptLengths[s], s), 0, {}}));
   for (int64_t round = 0;; ++round) {
     std::vector<engine::SequenceRows> batch;
     std::vector<int64_t> order;

@@ -235,6 +235,7 @@ bool same_plan_on_every_rank(const KeepPlan& plan) {
 std::vector<std::vector<float>> one_rank_scores(const KvCompressor& compressor, const kvstore::KvStore& kv,
                                                 int64_t group) {
   const int64_t n_heads = kv.owned_kv_heads();
+  kernels::cpu::CpuBackend backend;
   std::vector<std::vector<float>> scores(static_cast<size_t>(kv.n_layers() * n_heads));
   for (int64_t layer = 0; layer < kv.n_layers(); ++layer) {
     for (int64_t h = 0; h < n_heads; ++h) {
@@ -242,7 +243,7 @@ std::vector<std::vector<float>> one_rank_scores(const KvCompressor& compressor, 
       out.resize(static_cast<size_t>(kv.head(layer, h).tokens()));
       if (!compressor.press()) continue;  // dynakv: no press
       compressor.press()->score(
-          {kv.head(layer, h), kv.recent_queries(layer), h * group, group, kv.next_position()}, out);
+          {kv.head(layer, h), kv.recent_queries(layer), h * group, group, kv.next_position(), backend}, out);
     }
     if (!compressor.press() || !compressor.press()->shares_selection_across_heads()) continue;
     auto& first = scores[static_cast<size_t>(layer * n_heads)];

@@ -9,6 +9,7 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/cpu/cpu_backend.h"
 #include "kvstore/h2o_press.h"
 #include "kvstore/knorm_press.h"
 #include "kvstore/kv_store.h"
@@ -22,6 +23,7 @@ constexpr int64_t kDim = 4, kGroup = 2, kTokens = 10, kWindow = 3;
 
 struct SmallCase {
   kvstore::KvStore kv{1, 1, kDim, kGroup, {.query_window = kWindow}};
+  mutable kernels::cpu::CpuBackend backend;
   std::vector<float> keys = testing::normal_values(kTokens * kDim, 11, 1.5f);
   std::vector<float> queries =
       testing::normal_values(kTokens * kGroup * kDim, 12, 1.5f);  // one row per position
@@ -36,7 +38,7 @@ struct SmallCase {
     kv.advance(kTokens);
   }
   kvstore::HeadScoringInput input() const {
-    return {kv.head(0, 0), kv.recent_queries(0), 0, kGroup, kv.next_position()};
+    return {kv.head(0, 0), kv.recent_queries(0), 0, kGroup, kv.next_position(), backend};
   }
 
   // By hand: vote[t] = mean over window queries i and heads j of softmax over visible tokens.
@@ -130,7 +132,8 @@ TEST(Presses, H2oDividesAccumulatedAttentionByTheQueriesThatSawTheToken) {
   kvstore::PressParams params;
   params.window = 1;
   std::vector<float> scores(5);
-  kvstore::H2oPress(params).score({kv.head(0, 0), kv.recent_queries(0), 0, kGroup, 5}, scores);
+  kernels::cpu::CpuBackend backend;
+  kvstore::H2oPress(params).score({kv.head(0, 0), kv.recent_queries(0), 0, kGroup, 5, backend}, scores);
   EXPECT_FLOAT_EQ(scores[0], 1.0f / 5);
   EXPECT_FLOAT_EQ(scores[3], 1.0f / 2);
   EXPECT_EQ(scores[4], kvstore::kAlwaysKeep);
