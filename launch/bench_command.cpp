@@ -150,7 +150,7 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
 int run_bench(const BenchOptions& options, comm::Communicator& comm) {
   auto loaded = engine::load_model(options.model, comm, options.batch_size);
   auto& model = *loaded.model;
-  const int64_t context = context_size_or_default(options.context_size, model.config(), comm);
+  const int64_t context = engine::context_size_or_default(options.context_size, model.config(), comm);
   const auto cases = bench_cases(options);
   for (const auto& test : cases) {
     comm::check_all(comm, test.depth + test.prompt + test.generate <= context,

@@ -437,7 +437,7 @@ int run_calibrate(const CalibrateOptions& given, comm::Communicator& comm) {
   auto loaded = engine::load_model(given.model, comm, given.batch_size);
   auto& model = *loaded.model;
   const auto& config = model.config();
-  const int64_t context = context_size_or_default(given.context_size, config, comm);
+  const int64_t context = engine::context_size_or_default(given.context_size, config, comm);
   CalibrateOptions options = given;
   if (options.calib_offsets.empty()) {
     // A post-RoPE basis must see the positions it will serve (docs/calibration.md): chunks spread

@@ -368,7 +368,7 @@ int run_eval(const EvalOptions& options, comm::Communicator& comm) {
   std::set<std::string> finished;
   on_coordinator(comm, [&] { finished = open_out_folder(out); });
   const auto loaded = engine::load_model(options.model, comm, options.batch_size);
-  const int64_t context = context_size_or_default(options.context_size, loaded.model->config(), comm);
+  const int64_t context = engine::context_size_or_default(options.context_size, loaded.model->config(), comm);
   if (has_synthetic_task(options)) check_context_lengths(options.context_lengths, context, comm);
 
   std::vector<std::string> modes = {options.mode};

@@ -34,14 +34,6 @@ void add_sampling_options(CLI::App& cmd, engine::SamplingParams& s) {
       ->check(non_negative_integer());
 }
 
-int64_t context_size_or_default(int64_t requested, const engine::LlamaConfig& config,
-                                comm::Communicator& comm) {
-  comm::check_all(comm, requested <= config.n_ctx_train,
-                  fmt::format("--ctx-size {} exceeds the model's trained context of {} tokens", requested,
-                              config.n_ctx_train));
-  return requested == 0 ? config.n_ctx_train : requested;
-}
-
 void check_context_lengths(const std::vector<int64_t>& lengths, int64_t context, comm::Communicator& comm) {
   const auto longest = std::max_element(lengths.begin(), lengths.end());
   comm::check_all(comm, longest == lengths.end() || *longest <= context,

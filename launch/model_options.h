@@ -19,11 +19,7 @@ namespace kvshrink::launch {
 void add_model_options(CLI::App& cmd, std::string& model, int64_t& context_size, int64_t& batch_size);
 // --temperature, --top-k, --top-p, --seed.
 void add_sampling_options(CLI::App& cmd, engine::SamplingParams& sampling);
-// The context to use: the requested size, or the model's trained context when 0. A request above
-// the trained context is an error on every rank.
-int64_t context_size_or_default(int64_t requested, const engine::LlamaConfig& config,
-                                comm::Communicator& comm);
-// Collective: --context-lengths past the context (from context_size_or_default) are an error on
+// Collective: --context-lengths past the context (from engine::context_size_or_default) are an error on
 // every rank, before any prompt is built.
 void check_context_lengths(const std::vector<int64_t>& lengths, int64_t context, comm::Communicator& comm);
 

@@ -206,7 +206,7 @@ int run_profile_heads(const ProfileHeadsOptions& options, comm::Communicator& co
   auto loaded = engine::load_model(options.model, comm, options.batch_size);
   auto& model = *loaded.model;
   const auto& config = model.config();
-  const int64_t context = context_size_or_default(options.context_size, config, comm);
+  const int64_t context = engine::context_size_or_default(options.context_size, config, comm);
   check_context_lengths(options.context_lengths, context, comm);
 
   std::vector<Probe> probes;

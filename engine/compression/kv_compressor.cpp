@@ -240,21 +240,16 @@ bool KvCompressor::compress(kvstore::KvStore& kv, int64_t budget_tokens) {
 
 kvstore::KvStore KvCompressor::compressed_copy(const kvstore::KvStore& kv, int64_t budget_tokens) {
   const auto full = plan(kv, budget_tokens);
-  if (full.empty()) return kv.copy();
-  if (full.ranks.empty()) return kv.compacted_copy(local_part(full.kept));
+  if (!full.empty() && full.ranks.empty()) return kv.compacted_copy(local_part(full.kept));
   auto copy = kv.copy();
-  dimensions_->apply(copy, local_part(full.kept), local_part(full.ranks), model_.backend());
+  apply(copy, full);
   return copy;
 }
 
-}  // namespace kvshrink::engine
-
-namespace kvshrink::engine {
-
-// Four collectives for all jobs together: (1) the token counts of every job's heads, all-reduced
-// (max) from the owners; (2) every job's per-token inputs, all-gathered (rank r's part: job after
-// job); (3) rank 0 solves each job; (4) one broadcast of [per job: error length, plan length],
-// then the errors' bytes and the plans.
+// For all jobs together: (1) one all-reduce (max) of the token counts of every job's heads, from
+// their owners; (2) one all-gather of every job's per-token inputs (rank r's part: job after job);
+// (3) rank 0 solves each job; (4) broadcasts of [per job: error length, plan length], the errors'
+// text and the plans.
 void plan_all(std::span<PlanJob> jobs, comm::Communicator& comm) {
   const int tp = comm.world().size;
   std::vector<int64_t> counts;
@@ -265,14 +260,18 @@ void plan_all(std::span<PlanJob> jobs, comm::Communicator& comm) {
     counts.insert(counts.end(), local.begin(), local.end());
   }
   comm.all_reduce_max(counts);
+  std::vector<std::span<const int64_t>> job_counts;  // [job]: its heads' counts, then low-rank words
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    job_counts.push_back(
+        std::span<const int64_t>(counts).subspan(count_offset[j], jobs[j].compressor->local_counts_size()));
+  }
   std::vector<float> send;
   std::vector<int64_t> total_floats(static_cast<size_t>(tp), 0);
   std::vector<std::vector<int64_t>> job_floats(jobs.size());
   std::vector<bool> active(jobs.size(), false);
   for (size_t j = 0; j < jobs.size(); ++j) {
     const auto& c = *jobs[j].compressor;
-    const auto job_counts = std::span<const int64_t>(counts).subspan(count_offset[j], c.local_counts_size());
-    const auto tokens = job_counts.first(job_counts.size() / 2);
+    const auto tokens = job_counts[j].first(job_counts[j].size() / 2);
     active[j] = c.dimensions() || *std::max_element(tokens.begin(), tokens.end()) > jobs[j].budget_tokens;
     if (!active[j]) continue;  // every head already fits: nothing to do
     const auto inputs = c.local_inputs(*jobs[j].kv);
@@ -300,8 +299,7 @@ void plan_all(std::span<PlanJob> jobs, comm::Communicator& comm) {
       const auto& c = *jobs[j].compressor;
       try {
         const auto packed =
-            c.solve(std::span<const int64_t>(counts).subspan(count_offset[j], c.local_counts_size()),
-                    job_gathered, jobs[j].kv->next_position(), jobs[j].budget_tokens);
+            c.solve(job_counts[j], job_gathered, jobs[j].kv->next_position(), jobs[j].budget_tokens);
         header[2 * j + 1] = static_cast<int32_t>(packed.size());
         plans.insert(plans.end(), packed.begin(), packed.end());
       } catch (const std::exception& e) {

@@ -19,18 +19,6 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 
 }  // namespace
 
-const char* stop_reason_name(StopReason reason) {
-  switch (reason) {
-    case StopReason::kEndOfGeneration:
-      return "end of generation";
-    case StopReason::kMaxTokens:
-      return "max tokens";
-    case StopReason::kContextFull:
-      return "context full";
-  }
-  return "?";
-}
-
 Generator::Generator(LlamaModel& model, const Tokenizer& tokenizer, comm::Communicator& comm,
                      int64_t context_size)
     : model_(model), tokenizer_(tokenizer), comm_(comm), context_size_(context_size) {}
@@ -96,12 +84,12 @@ GenerationResult Generator::decode(kvstore::KvStore& kv, const Prefilled& prefil
     result.tokens.push_back(next);
     if (coordinator && on_token) on_token(next);
     if (tokenizer_.is_end_of_generation(next)) {
-      result.stop_reason = StopReason::kEndOfGeneration;
+      result.stop_reason = FinishReason::kEndOfGeneration;
       break;
     }
     if (static_cast<int64_t>(result.tokens.size()) == max_tokens) break;
     if (kv.next_position() >= context_size_) {
-      result.stop_reason = StopReason::kContextFull;
+      result.stop_reason = FinishReason::kContextFull;
       break;
     }
     const TokenId step[] = {next};

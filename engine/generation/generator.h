@@ -7,17 +7,15 @@
 #include <vector>
 
 #include "engine/compression/kv_compressor.h"
+#include "engine/generation/finish_reason.h"
 #include "engine/generation/sampler.h"
 #include "engine/model/llama_model.h"
 
 namespace kvshrink::engine {
 
-enum class StopReason { kEndOfGeneration, kMaxTokens, kContextFull };
-const char* stop_reason_name(StopReason reason);
-
 struct GenerationResult {
   std::vector<TokenId> tokens;  // generated tokens, without the prompt
-  StopReason stop_reason = StopReason::kMaxTokens;
+  FinishReason stop_reason = FinishReason::kMaxTokens;
   int64_t prompt_tokens = 0;
   double prefill_seconds = 0.0;
   double decode_seconds = 0.0;  // for tokens.size() - 1 decode steps after the first token

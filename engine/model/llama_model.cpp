@@ -70,7 +70,6 @@ void LlamaModel::check_batch(std::span<const SequenceRows> batch) const {
 std::vector<float> LlamaModel::forward_step(std::span<const SequenceRows> batch) {
   check_batch(batch);
   int64_t m = 0;
-  int64_t logit_rows = 0;
   for (const auto& sequence : batch) {
     const auto n = static_cast<int64_t>(sequence.tokens.size());
     for (int64_t i = 0; i < n; ++i) {
@@ -78,7 +77,6 @@ std::vector<float> LlamaModel::forward_step(std::span<const SequenceRows> batch)
       tokens_[m + i] = sequence.tokens[i];
     }
     m += n;
-    logit_rows += sequence.logits == LogitsFor::kEveryToken ? n : sequence.logits == LogitsFor::kLastToken;
   }
   backend_.embedding_rows(weights_.token_embedding, tokens_.data(), m, hidden_.data());
   for (int64_t layer = 0; layer < config_.n_layers; ++layer) {
@@ -97,8 +95,8 @@ std::vector<float> LlamaModel::forward_step(std::span<const SequenceRows> batch)
     row0 += n;
     sequence.kv->advance(n);
   }
-  std::vector<float> out(static_cast<size_t>(logit_rows * config_.vocab_size));
-  if (logit_rows > 0) logits(normed_.data(), logit_rows, out.data());
+  std::vector<float> out(static_cast<size_t>(out_row * config_.vocab_size));
+  if (out_row > 0) logits(normed_.data(), out_row, out.data());
   return out;
 }
 

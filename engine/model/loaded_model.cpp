@@ -36,4 +36,11 @@ LoadedModel load_model(const std::string& path, comm::Communicator& comm, int64_
   return loaded;
 }
 
+int64_t context_size_or_default(int64_t requested, const LlamaConfig& config, comm::Communicator& comm) {
+  comm::check_all(comm, requested <= config.n_ctx_train,
+                  fmt::format("--ctx-size {} exceeds the model's trained context of {} tokens", requested,
+                              config.n_ctx_train));
+  return requested == 0 ? config.n_ctx_train : requested;
+}
+
 }  // namespace kvshrink::engine

@@ -29,4 +29,8 @@ struct LoadedModel {
 // not a llama model, too many ranks for the heads) becomes the same comm::JobError on every rank.
 LoadedModel load_model(const std::string& path, comm::Communicator& comm, int64_t max_batch);
 
+// Collective: the context to use: the requested size, or the model's trained context when 0. A
+// request above the trained context is an error on every rank.
+int64_t context_size_or_default(int64_t requested, const LlamaConfig& config, comm::Communicator& comm);
+
 }  // namespace kvshrink::engine

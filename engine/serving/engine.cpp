@@ -30,10 +30,7 @@ Engine::Engine(const EngineOptions& options, comm::Communicator& control, comm::
       data_(data),
       loaded_(load_model(options.model, data, options.max_num_batched_tokens)) {
   const auto& config = loaded_.model->config();
-  comm::check_all(control_, options.context_size <= config.n_ctx_train,
-                  fmt::format("--ctx-size {} exceeds the model's trained context of {} tokens",
-                              options.context_size, config.n_ctx_train));
-  context_size_ = options.context_size == 0 ? config.n_ctx_train : options.context_size;
+  context_size_ = context_size_or_default(options.context_size, config, control_);
   const uint64_t capacity = options.kv_memory != 0 ? options.kv_memory : default_kv_memory(control.world());
   const uint64_t block_bytes = kvstore::HeadSegment::block_bytes(config.head_dim);
   comm::check_all(control_, capacity >= block_bytes,
@@ -225,11 +222,8 @@ std::vector<RequestResult> Engine::run(std::vector<Request> requests) {
     running_sum += static_cast<double>(running);
     stats_.peak_running = std::max(stats_.peak_running, running);
     const int64_t free_min = *std::min_element(last.free_blocks.begin(), last.free_blocks.end());
-    if (pool_->capacity_blocks() - free_min > 0) {
-      stats_.pool_peak_bytes = std::max<uint64_t>(
-          stats_.pool_peak_bytes,
-          static_cast<uint64_t>(pool_->capacity_blocks() - free_min) * pool_->block_bytes());
-    }
+    const auto held = static_cast<uint64_t>(pool_->capacity_blocks() - free_min) * pool_->block_bytes();
+    stats_.pool_peak_bytes = std::max(stats_.pool_peak_bytes, held);
   }
   stats_.seconds = now();
   stats_.mean_running = stats_.steps > 0 ? running_sum / static_cast<double>(stats_.steps) : 0.0;

@@ -9,13 +9,11 @@
 #include <vector>
 
 #include "engine/compression/compression_spec.h"
+#include "engine/generation/finish_reason.h"
 #include "engine/generation/sampler.h"
 #include "engine/tokenizer/tokenizer.h"
 
 namespace kvshrink::engine {
-
-enum class FinishReason { kEndOfGeneration, kMaxTokens, kStopString, kContextFull, kStoppedByCaller, kError };
-const char* finish_reason_name(FinishReason reason);
 
 struct Request {
   std::vector<TokenId> prompt;

@@ -8,24 +8,6 @@
 
 namespace kvshrink::engine {
 
-const char* finish_reason_name(FinishReason reason) {
-  switch (reason) {
-    case FinishReason::kEndOfGeneration:
-      return "end of generation";
-    case FinishReason::kMaxTokens:
-      return "max tokens";
-    case FinishReason::kStopString:
-      return "stop string";
-    case FinishReason::kContextFull:
-      return "context full";
-    case FinishReason::kStoppedByCaller:
-      return "stopped";
-    case FinishReason::kError:
-      return "error";
-  }
-  return "?";
-}
-
 struct Scheduler::Entry {
   Entry(int64_t id, Request request, RequestResult& result, const Tokenizer& tokenizer)
       : id(id),
@@ -96,11 +78,16 @@ static int64_t headroom(const KvGeometry& g, int r, bool first, int64_t tail, in
   return first ? 0 : g.blocks_for(r, 0, tail + g.block_tokens);
 }
 
+// avail[r] += the blocks sequence `id` held on rank r after the last step (released now).
+static void give_back(std::vector<int64_t>& avail, const StepReport& report, int64_t id) {
+  if (const auto it = report.sequence_blocks.find(id); it != report.sequence_blocks.end()) {
+    for (size_t r = 0; r < avail.size(); ++r) avail[r] += it->second[r];
+  }
+}
+
 void Scheduler::preempt(Entry& entry, std::vector<int64_t>& avail, const StepReport& report,
                         StepMessage& step) {
-  if (const auto it = report.sequence_blocks.find(entry.id); it != report.sequence_blocks.end()) {
-    for (int r = 0; r < geometry_.tp(); ++r) avail[r] += it->second[r];
-  }
+  give_back(avail, report, entry.id);
   step.released.push_back(entry.id);
   std::erase(running_, entry.id);
   waiting_.push_front(entry.id);
@@ -171,9 +158,7 @@ StepMessage Scheduler::next_step(const StepReport& report, double now) {
     auto& entry = *entries_.at(id);
     if (!entry.added) continue;
     step.released.push_back(id);
-    if (const auto it = report.sequence_blocks.find(id); it != report.sequence_blocks.end()) {
-      for (int r = 0; r < geometry_.tp(); ++r) avail[r] += it->second[r];
-    }
+    give_back(avail, report, id);
   }
   for (const int64_t id : to_release_) entries_.erase(id);
   to_release_.clear();
@@ -281,11 +266,13 @@ void Scheduler::accept_token(Entry& e, TokenId token, double now) {
   result.tokens.push_back(token);
   e.next = token;
   const bool keep_going = !e.request.on_token || e.request.on_token(token);
+  const size_t old_size = e.text.size();
   e.text += e.decoder.push(token);
   if (!e.request.ignore_eos && tokenizer_.is_end_of_generation(token))
     return finish(e, FinishReason::kEndOfGeneration, now);
-  for (const auto& stop : e.request.stop) {
-    if (!stop.empty() && e.text.find(stop) != std::string::npos)
+  for (const auto& stop : e.request.stop) {  // a new match ends in the text this token added
+    const size_t from = old_size >= stop.size() ? old_size - stop.size() + 1 : 0;
+    if (!stop.empty() && e.text.find(stop, from) != std::string::npos)
       return finish(e, FinishReason::kStopString, now);
   }
   if (!keep_going) return finish(e, FinishReason::kStoppedByCaller, now);

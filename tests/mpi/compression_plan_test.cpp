@@ -756,7 +756,7 @@ TEST_F(CompressionPlanTest, DecodeTimeCompressionKeepsTheBudget) {
     const engine::KvCompression compression{c.get(), budget, 0.0, kEvery};
     const auto result = generator.generate(kv, question(), kDecodeTokens, {}, nullptr, compression);
     ASSERT_EQ(static_cast<int64_t>(result.tokens.size()), kDecodeTokens)
-        << engine::stop_reason_name(result.stop_reason);
+        << engine::finish_reason_name(result.stop_reason);
     EXPECT_EQ(kv.next_position(), n_prompt() + kDecodeTokens - 1);  // the last token is not fed back
     const int64_t most = max_over_ranks(kv.max_head_tokens());
     const int64_t total = sum_over_ranks(tokens_held(kv));
