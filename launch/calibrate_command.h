@@ -1,17 +1,8 @@
-// `kvshrink calibrate`: prefills calibration text, gathers every (layer, kv head)'s keys and
-// values, and writes energy-ordered orthonormal bases from their uncentered PCA
-// (engine/compression/kv_basis_file.h, engine/compression/pca.h; issue 5 step 1). It then measures
-// the mean relative reconstruction error ||x - P_r x||^2 / ||x||^2 on held-out text at
-// r = d, d/2, d/4, d/8, d/16 for post-RoPE keys, pre-RoPE keys and values (docs/calibration.md).
-// Two more parts of the file: per (layer, kv head) a ridge fit of a token's log attention
-// importance on [pre-RoPE key, value, 1] (engine::predict_importance; the held-out correlation is
-// reported), and per layer joint bases of the keys and of the values of all kv heads concatenated
-// (held-out errors at R = D, D/2, D/4, D/8 beside the per-head ones).
-//
-// Tensor parallel: each rank prefills the same chunks and computes the bases and importance weights
-// of its own kv heads; the rows of every layer's kv heads are all-gathered per chunk and the joint
-// bases of layer l computed by rank l % ranks; all are summed into rank 0 (zeros elsewhere), which
-// writes the file.
+// `kvshrink calibrate`: fits per-(layer, kv head) energy-ordered key and value bases, per-layer
+// joint bases and the importance predictor on calibration text, writes them as a kv basis file
+// (engine/compression/kv_basis_file.h) and reports their held-out reconstruction errors and
+// correlation (engine/calibration/kv_calibration.h; docs/calibration.md). This file holds the
+// flags, the checks of the options and the printing.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -27,13 +18,13 @@ namespace kvshrink::launch {
 
 struct CalibrateOptions {
   std::string model;
-  std::vector<std::string> text;       // "" = the default license texts (kDefaultCalibrationTexts)
-  std::vector<std::string> eval_text;  // held-out text; "" = kDefaultEvalTexts
+  std::vector<std::string> text;       // "" = the default license texts (engine::kDefaultCalibrationTexts)
+  std::vector<std::string> eval_text;  // held-out text; "" = engine::kDefaultEvalTexts
   int64_t max_tokens = 8192;
   int64_t chunk = 1024;
   // Calibration chunk i is placed at positions from calib_offsets[i % size] (RoPE is relative, so
   // only post-RoPE keys change): lets a post-RoPE basis see the positions it will serve.
-  // Empty: spread over the context for a post-RoPE basis, {0} for pre-RoPE.
+  // Empty: engine::default_calibration_offsets.
   std::vector<int64_t> calib_offsets;
   int64_t eval_tokens = 2048;  // 0 = no measurement
   int64_t eval_offset = 4096;  // a second measurement with the held-out text at positions offset+

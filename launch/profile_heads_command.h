@@ -1,6 +1,8 @@
 // `kvshrink profile-heads`: measures HeadKV-R2's retrieval-reasoning score of every (layer, kv
 // head) on synthetic needle-in-a-haystack probes (shared/research/kv-methods.md §6) and writes the
-// head profile that the headkv allocator reads (engine/compression/head_profile_file.h).
+// head profile that the headkv allocator reads (engine/compression/head_profile_file.h). The probes
+// and the scoring are engine/profiling/; this file holds the flags, the checks of the options, the
+// probe text from eval/synthetic_tasks.h and the printing.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -19,7 +21,7 @@ struct ProfileHeadsOptions {
   std::string out;  // "" = engine::default_head_profile_path(model)
   std::vector<int64_t> context_lengths = {1024, 2048};
   std::vector<double> depths = {10, 50, 90};
-  int samples = 2;  // per (length, depth), alternating niah_single_2 and niah_multikey_1
+  int samples = 2;  // per (length, depth), alternating engine::kNeedleProbeTasks
   uint64_t seed = 0;
   int64_t context_size = 0;
   int64_t batch_size = 512;
