@@ -12,8 +12,7 @@
 
 #include "comm/collective_error.h"
 #include "comm/communicator.h"
-#include "engine/generation/generator.h"
-#include "engine/model/loaded_model.h"
+#include "engine/serving/engine.h"
 #include "engine/tokenizer/chat_template.h"
 #include "eval/eval_sample.h"
 #include "eval/longbench.h"
@@ -22,6 +21,7 @@
 #include "eval/results_summary.h"
 #include "eval/synthetic_tasks.h"
 #include "launch/cli_checks.h"
+#include "launch/engine_options.h"
 #include "launch/model_options.h"
 #include "launch/output_path.h"
 #include "launch/process_memory.h"
@@ -77,11 +77,11 @@ std::vector<eval::EvalSample> build_samples(const EvalOptions& o, const engine::
   return samples;
 }
 
-// One press x budget of this run, with its compressor (none for full KV).
+// One press x budget of this run (method "none": full KV), as records name it.
 struct EvalSetting {
   engine::CompressionSpec spec;
-  std::unique_ptr<engine::KvCompressor> compressor;
   std::string label;
+  std::string allocator;  // the allocator's name, "" for full KV
 };
 
 // Identifies a record for resuming: the same sample (task, length, depth, seed index), mode, setting.
@@ -190,29 +190,27 @@ std::set<std::string> open_out_folder(const std::filesystem::path& out) {
   return finished;
 }
 
-// What every (sample, mode) of a run shares. plan, finished and records: rank 0 only.
+// What the run shares: the settings ([0] full KV, the request itself; the others its forks) and,
+// on rank 0, the plan, the finished records and samples.jsonl.
 struct EvalRun {
-  comm::Communicator& comm;
-  const engine::LoadedModel& loaded;
   std::vector<std::string> modes;
   std::vector<EvalSetting> settings;
-  kvstore::KvStoreOptions store_options;  // what every press of the run needs from the shared prefill
   EvalPlan plan;
   std::set<std::string> finished;
   std::optional<eval::AppendFile> records;
+  std::string write_error;  // the first failed write: the rest of the run stops
+  int64_t failed = 0;       // variants that ended in an error (no record)
 };
 
 // One samples.jsonl record: the sample in one mode under one setting, its answer and score, and the
 // KV bytes over all ranks ([held, full] at the end of the answer, then right after compression).
-json make_record(const EvalRun& run, size_t sample_index, const std::string& mode, const Prompt& prompt,
-                 const std::vector<TokenId>& tokens, const EvalSetting& setting, int64_t budget_tokens,
-                 const std::vector<float>& kv_bytes) {
+json make_record(const EvalRun& run, const engine::Tokenizer& tokenizer, size_t sample_index,
+                 const std::string& mode, const Prompt& prompt, const engine::RequestResult& result,
+                 const EvalSetting& setting) {
   const auto& sample = run.plan.samples[sample_index];
-  const auto& tokenizer = *run.loaded.tokenizer;
-  std::vector<TokenId> answer = tokens;
+  std::vector<TokenId> answer = result.tokens;
   if (!answer.empty() && tokenizer.is_end_of_generation(answer.back())) answer.pop_back();
   const std::string prediction = tokenizer.decode(answer);
-  const auto* allocator = setting.compressor ? setting.compressor->allocator() : nullptr;
   return {
       {"task", sample.task},
       {"mode", mode},
@@ -225,85 +223,87 @@ json make_record(const EvalRun& run, size_t sample_index, const std::string& mod
       {"score", eval::score(sample, prediction)},
       {"setting", setting.label},
       {"press", setting.spec.method},
-      {"allocator", allocator ? std::string(allocator->name()) : ""},
+      {"allocator", setting.allocator},
       {"budget_fraction", setting.spec.budget_fraction},
-      {"budget_tokens", budget_tokens},
-      {"kv_bytes_held", kv_bytes[0]},
-      {"kv_bytes_full", kv_bytes[1]},
-      {"kv_bytes_held_compressed", kv_bytes[2]},
-      {"kv_bytes_full_compressed", kv_bytes[3]}};
+      {"budget_tokens", result.budget_tokens},
+      {"kv_bytes_held", result.kv_bytes_held},
+      {"kv_bytes_full", result.kv_bytes_full},
+      {"kv_bytes_held_compressed", result.kv_bytes_compressed},
+      {"kv_bytes_full_compressed", result.kv_bytes_full_compressed}};
 }
 
-// One setting on the prefilled store kv (full KV: on kv itself, so it runs last); rank 0 appends
-// its record to samples.jsonl, and a failed write stops the job on every rank.
-void run_setting(EvalRun& run, engine::Generator& generator, kvstore::KvStore& kv,
-                 const engine::Prefilled& prefilled, size_t sample_index, const std::string& mode,
-                 const Prompt& prompt, const EvalSetting& setting) {
-  const int64_t max_new_tokens = prompt.max_new_tokens;
-  engine::KvCompression compression;
-  std::optional<kvstore::KvStore> copy;
-  if (setting.compressor) {
-    compression = {setting.compressor.get(), setting.spec.budget_tokens_for(kv.next_position()), 0.0,
-                   setting.spec.compress_every};
-    copy.emplace(setting.compressor->compressed_copy(kv, compression.budget_tokens));
-  }
-  kvstore::KvStore& store = copy ? *copy : kv;
-  const uint64_t compressed_held = store.bytes_held(), compressed_full = store.full_bytes();
-  engine::GenerationResult result;
-  if (mode == "query-agnostic") {
-    const auto question = generator.prefill(store, prompt.tokens.question, max_new_tokens);
-    result = generator.decode(store, question, max_new_tokens, {}, nullptr, compression);
-  } else {
-    result = generator.decode(store, prefilled, max_new_tokens, {}, nullptr, compression);
-  }
-  std::vector<float> kv_bytes = {static_cast<float>(result.kv_bytes_held),
-                                 static_cast<float>(result.kv_bytes_full),
-                                 static_cast<float>(compressed_held), static_cast<float>(compressed_full)};
-  run.comm.all_reduce_sum(kv_bytes);
-  on_coordinator(run.comm, [&] {
-    run.records->append_line(make_record(run, sample_index, mode, prompt, result.tokens, setting,
-                                         compression.budget_tokens, kv_bytes)
-                                 .dump());
-  });
-}
-
-// One (sample, mode): one prefill shared by the settings that lack a record. Returns whether any ran.
-bool run_sample(EvalRun& run, engine::Generator& generator, size_t sample_index, size_t mode_index) {
-  const std::string& mode = run.modes[mode_index];
-  const bool coordinator = run.comm.world().is_coordinator();
-  // Which settings still lack a record for this (sample, mode): decided by rank 0.
-  std::vector<uint8_t> todo(run.settings.size(), 1);
-  Prompt prompt;
-  if (coordinator) {
-    const std::string id = sample_id(run.plan.samples[sample_index], sample_index);
-    for (size_t s = 0; s < run.settings.size(); ++s)
-      todo[s] = !run.finished.count(record_key(id, mode, run.settings[s].label));
-    prompt = run.plan.prompts[sample_index * run.modes.size() + mode_index];
-  }
-  run.comm.broadcast_values(std::span<uint8_t>(todo), 0);
-  if (std::find(todo.begin(), todo.end(), 1) == todo.end()) return false;
-  prompt.max_new_tokens = run.comm.broadcast_value(prompt.max_new_tokens, 0);
-  // The whole prompt (query-aware) or the context alone.
-  auto kv = run.loaded.model->make_kv_store(run.store_options);
-  const auto prefilled = generator.prefill(kv, prompt.tokens.context, prompt.max_new_tokens);
-  for (size_t s = 0; s < run.settings.size(); ++s) {
-    if (todo[s]) run_setting(run, generator, kv, prefilled, sample_index, mode, prompt, run.settings[s]);
-  }
-  return true;
-}
-
-// Every press x budget, then full KV (run last, on the prefilled store itself).
-void add_settings(EvalRun& run, const std::vector<engine::CompressionSpec>& specs) {
-  auto& model = *run.loaded.model;
+// Every press x budget (its compressor loaded now, collectively: a bad side file stops the run
+// before any prompt runs), after full KV.
+std::vector<EvalSetting> make_settings(const std::vector<engine::CompressionSpec>& specs,
+                                       engine::Engine& engine) {
+  std::vector<EvalSetting> settings = {{engine::CompressionSpec{}, "full KV", ""}};
   for (const auto& spec : specs) {
     if (!spec.enabled()) continue;
-    EvalSetting setting{spec,
-                        engine::make_compressor(spec, model, run.comm, run.loaded.path, run.loaded.identity),
-                        spec.label()};
-    run.store_options = kvstore::covering(run.store_options, setting.compressor->store_options());
-    run.settings.push_back(std::move(setting));
+    const auto* allocator = engine.compressor(spec).allocator();
+    settings.push_back({spec, spec.label(), allocator ? std::string(allocator->name()) : ""});
   }
-  run.settings.push_back({engine::CompressionSpec{}, nullptr, "full KV"});
+  return settings;
+}
+
+// Rank 0: one request per (sample, mode) with a setting that lacks a record: the prompt prefilled
+// once (query-agnostic: the context; the question is its continuation), full KV itself, every
+// other setting a fork. Each variant's record is appended as it ends.
+std::vector<engine::Request> make_requests(EvalRun& run, const engine::Engine& engine,
+                                           const Progress& progress) {
+  std::vector<engine::Request> requests;
+  const auto done = std::make_shared<int64_t>(0), ran = std::make_shared<int64_t>(0);
+  for (size_t i = 0; i < run.plan.samples.size(); ++i) {
+    for (size_t m = 0; m < run.modes.size(); ++m) {
+      const std::string& mode = run.modes[m];
+      const Prompt& prompt = run.plan.prompts[i * run.modes.size() + m];
+      const std::string id = sample_id(run.plan.samples[i], i);
+      std::vector<size_t> todo;  // settings lacking a record, as forks (full KV runs anyway)
+      bool any = !run.finished.contains(record_key(id, mode, run.settings[0].label));
+      engine::Request r;
+      for (size_t s = 1; s < run.settings.size(); ++s) {
+        if (run.finished.contains(record_key(id, mode, run.settings[s].label))) continue;
+        todo.push_back(s);
+        r.forks.push_back(run.settings[s].spec);
+        any = true;
+      }
+      if (!any) {
+        ++*done;
+        continue;
+      }
+      r.prompt = prompt.tokens.context;
+      r.continuation = prompt.tokens.question;
+      r.max_tokens = prompt.max_new_tokens;
+      r.on_token = [&run](TokenId) { return run.write_error.empty(); };
+      auto left = std::make_shared<size_t>(todo.size() + 1);  // variants still running
+      r.on_finish = [&run, &engine, &progress, i, m, todo, left, done, ran](
+                        size_t variant, const engine::RequestResult& result) {
+        const auto& setting = run.settings[variant == 0 ? 0 : todo[variant - 1]];
+        const std::string& mode = run.modes[m];
+        const std::string id = sample_id(run.plan.samples[i], i);
+        if (result.finish == engine::FinishReason::kError) {
+          ++run.failed;
+          fmt::print(stderr, "kvshrink eval: error: {} {} {}: {}\n", id, mode, setting.label, result.error);
+        } else if (run.write_error.empty() && !run.finished.contains(record_key(id, mode, setting.label))) {
+          try {
+            const auto& prompt = run.plan.prompts[i * run.modes.size() + m];
+            run.records->append_line(
+                make_record(run, engine.tokenizer(), i, mode, prompt, result, setting).dump());
+          } catch (const std::exception& e) {
+            run.write_error = e.what();
+          }
+        }
+        if (--*left > 0) return;
+        ++*done;
+        ++*ran;
+        const auto& sample = run.plan.samples[i];
+        progress.report(*done, *ran,
+                        fmt::format("{} {} len {} depth {}", sample.task, mode, sample.context_length,
+                                    sample.depth_percent));
+      };
+      requests.push_back(std::move(r));
+    }
+  }
+  return requests;
 }
 
 bool has_synthetic_task(const EvalOptions& o) {
@@ -324,7 +324,7 @@ void write_summary(const std::filesystem::path& out) {
 CLI::App* add_eval_command(CLI::App& app, EvalOptions& o) {
   auto* cmd =
       app.add_subcommand("eval", "Score long-context tasks (RULER-style synthetic, LongBench) on the model");
-  add_model_options(*cmd, o.model, o.context_size, o.batch_size);
+  add_engine_options(*cmd, o.engine);
   cmd->add_option("-t,--task", o.tasks, "Tasks (comma separated): synthetic names, or longbench/<dataset>")
       ->required()
       ->delimiter(',');
@@ -362,45 +362,36 @@ CLI::App* add_eval_command(CLI::App& app, EvalOptions& o) {
   return cmd;
 }
 
-int run_eval(const EvalOptions& options, comm::Communicator& comm) {
+int run_eval(const EvalOptions& options, comm::Communicator& comm, comm::Communicator& data) {
   const auto specs = compression_specs(options.compression, comm);
   const std::filesystem::path out(options.out);
   std::set<std::string> finished;
   on_coordinator(comm, [&] { finished = open_out_folder(out); });
-  const auto loaded = engine::load_model(options.model, comm, options.batch_size);
-  const int64_t context = engine::context_size_or_default(options.context_size, loaded.model->config(), comm);
+  engine::Engine engine(options.engine, comm, data);
+  const int64_t context = engine.context_size();
   if (has_synthetic_task(options)) check_context_lengths(options.context_lengths, context, comm);
 
   std::vector<std::string> modes = {options.mode};
   if (options.mode == "both") modes = {"query-aware", "query-agnostic"};
-  EvalRun run{comm, loaded, modes, {}, {}, {}, std::move(finished), std::nullopt};
-  add_settings(run, specs);
+  EvalRun run{modes, make_settings(specs, engine), {}, std::move(finished), std::nullopt, {}, 0};
   on_coordinator(comm, [&] {
-    run.plan = make_plan(options, modes, run.settings, *loaded.tokenizer, context);
+    run.plan = make_plan(options, modes, run.settings, engine.tokenizer(), context);
     run.records.emplace(out / "samples.jsonl");
   });
-  const auto n_samples = comm.broadcast_value<uint64_t>(run.plan.samples.size(), 0);
-
-  engine::Generator generator(*loaded.model, *loaded.tokenizer, comm, context);
-  const Progress progress(static_cast<int64_t>(n_samples * modes.size()));
-  int64_t done = 0, ran = 0;
-  for (uint64_t i = 0; i < n_samples; ++i) {
-    for (size_t m = 0; m < modes.size(); ++m) {
-      ++done;
-      if (!run_sample(run, generator, i, m)) continue;
-      ++ran;
-      if (comm.world().is_coordinator()) {
-        const auto& sample = run.plan.samples[i];
-        progress.report(done, ran,
-                        fmt::format("{} {} len {} depth {}", sample.task, modes[m], sample.context_length,
-                                    sample.depth_percent));
-      }
-    }
-  }
+  // Every (sample, mode) at once: the scheduler runs as many as the KV pool holds, each prompt's
+  // settings decoded together as forks of one prefill.
+  const Progress progress(static_cast<int64_t>(run.plan.samples.size() * modes.size()));
+  engine.run(comm.world().is_coordinator() ? make_requests(run, engine, progress)
+                                           : std::vector<engine::Request>{});
+  comm::check_all(comm, run.write_error.empty(), run.write_error);
   on_coordinator(comm, [&] {
     run.records->close();
     write_summary(out);
   });
+  const auto failed = comm.broadcast_value(run.failed, 0);
+  comm::check_all(comm, failed == 0,
+                  fmt::format("{} record(s) failed (their errors are above); the others are in {}", failed,
+                              (out / "samples.jsonl").string()));
   return 0;
 }
 

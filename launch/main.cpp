@@ -66,7 +66,7 @@ int main(int argc, char** argv) {
       return launch::run_bench_throughput(bench_throughput_options, *comm, *planes.data);
     }
     if (bench->parsed()) return launch::run_bench(bench_options, *comm);
-    if (eval->parsed()) return launch::run_eval(eval_options, *comm);
+    if (eval->parsed()) return launch::run_eval(eval_options, *comm, *planes.data);
     if (profile_heads->parsed()) return launch::run_profile_heads(profile_heads_options, *comm);
     if (calibrate->parsed()) return launch::run_calibrate(calibrate_options, *comm);
   } catch (const comm::JobError& e) {

@@ -239,10 +239,14 @@ bool KvCompressor::compress(kvstore::KvStore& kv, int64_t budget_tokens) {
 }
 
 kvstore::KvStore KvCompressor::compressed_copy(const kvstore::KvStore& kv, int64_t budget_tokens) {
-  const auto full = plan(kv, budget_tokens);
-  if (!full.empty() && full.ranks.empty()) return kv.compacted_copy(local_part(full.kept));
+  return compressed_copy(kv, plan(kv, budget_tokens));
+}
+
+kvstore::KvStore KvCompressor::compressed_copy(const kvstore::KvStore& kv,
+                                               const CompressionPlan& plan) const {
+  if (!plan.empty() && plan.ranks.empty()) return kv.compacted_copy(local_part(plan.kept));
   auto copy = kv.copy();
-  apply(copy, full);
+  apply(copy, plan);
   return copy;
 }
 

@@ -77,6 +77,8 @@ class KvCompressor {
   bool compress(kvstore::KvStore& kv, int64_t budget_tokens);
   // Collective: a compressed copy; kv itself is unchanged (several presses share one prefill).
   kvstore::KvStore compressed_copy(const kvstore::KvStore& kv, int64_t budget_tokens);
+  // Collective (all ranks, same plan): the copy of kv under a plan made for it (plan or plan_all).
+  kvstore::KvStore compressed_copy(const kvstore::KvStore& kv, const CompressionPlan& plan) const;
   // This rank's heads of a model-wide plan.
   kvstore::LocalKeepPlan local_part(const KeepPlan& plan) const;
   // Collective (all ranks, same plan): compacts this rank's heads (and moves tokens into rank

@@ -61,15 +61,33 @@ std::string Engine::request_error(const Request& request) const {
         "generated token; see --ctx-size)",
         n, context_size_);
   }
+  const auto total = n + static_cast<int64_t>(request.continuation.size());
+  if (total >= context_size_) {
+    return fmt::format(
+        "the prompt and its continuation have {} tokens but the context holds {} (see --ctx-size)", total,
+        context_size_);
+  }
   if (request.max_tokens < 1) return fmt::format("max tokens {} must be at least 1", request.max_tokens);
   const int64_t vocab = loaded_.model->config().vocab_size;
-  for (const TokenId id : request.prompt) {
-    if (id < 0 || id >= vocab) return fmt::format("token id {} outside the vocabulary [0, {})", id, vocab);
+  for (const auto* part : {&request.prompt, &request.continuation}) {
+    for (const TokenId id : *part) {
+      if (id < 0 || id >= vocab) return fmt::format("token id {} outside the vocabulary [0, {})", id, vocab);
+    }
   }
+  if (!request.forks.empty() && request.compression.enabled())
+    return "a request with forks must itself be full KV (its prefill is what the forks copy)";
   try {
     validate(request.sampling);
     validate(request.compression);
     check_budget_reachable(request.compression, n);
+    for (size_t i = 0; i < request.forks.size(); ++i) {
+      try {
+        validate(request.forks[i]);
+        check_budget_reachable(request.forks[i], n);
+      } catch (const std::exception& e) {
+        throw std::invalid_argument(fmt::format("fork {} ({}): {}", i, request.forks[i].label(), e.what()));
+      }
+    }
   } catch (const std::exception& e) {
     return e.what();
   }
@@ -89,19 +107,58 @@ KvCompressor* Engine::compressor_for(const CompressionSpec& spec) {
 
 // New sequences get an empty store (and their compressor, loaded collectively: a bad side file
 // fails that sequence alone, on every rank alike).
+// A sequence with forks records what every fork's press needs (recent queries, attention mass).
 void Engine::add_sequences(const StepMessage& step, std::map<int64_t, std::string>& failed) {
+  const auto compressor_or_null = [&](const CompressionSpec& spec) {
+    return spec.enabled() ? compressor_for(spec) : nullptr;
+  };
   for (const auto& added : step.added) {
     KvCompressor* compressor = nullptr;
-    if (added.compression.enabled()) {
-      try {
-        compressor = compressor_for(added.compression);
-      } catch (const comm::JobError& e) {
-        failed[added.id] = e.what();
-        continue;
-      }
+    std::vector<KvCompressor*> fork_compressors;
+    try {
+      compressor = compressor_or_null(added.compression);
+      for (const auto& spec : added.forks) fork_compressors.push_back(compressor_or_null(spec));
+    } catch (const comm::JobError& e) {
+      failed[added.id] = e.what();
+      continue;
     }
-    const auto options = compressor ? compressor->store_options() : kvstore::KvStoreOptions{};
-    live_.emplace(added.id, Live{loaded_.model->make_kv_store(options, pool_), compressor});
+    kvstore::KvStoreOptions options;
+    for (auto* c : fork_compressors) {
+      if (c) options = kvstore::covering(options, c->store_options());
+    }
+    if (compressor) options = kvstore::covering(options, compressor->store_options());
+    live_.emplace(added.id, Live{loaded_.model->make_kv_store(options, pool_), compressor,
+                                 std::move(fork_compressors)});
+  }
+}
+
+// The step's forks, planned in one exchange: each a copy of its parent's store compressed under
+// the fork's setting (full KV: a plain copy). A plan error fails that fork alone.
+void Engine::fork(const StepMessage& step, std::map<int64_t, std::string>& failed) {
+  std::vector<PlanJob> jobs;
+  std::vector<size_t> job_of(step.forks.size(), SIZE_MAX);  // [fork]: its job, or none (full KV)
+  std::vector<Live*> parents;
+  for (size_t f = 0; f < step.forks.size(); ++f) {
+    const auto& fork = step.forks[f];
+    Live& parent = live_.at(fork.parent);
+    parents.push_back(&parent);
+    KvCompressor* compressor = parent.fork_compressors.at(static_cast<size_t>(fork.index));
+    if (compressor == nullptr) continue;
+    job_of[f] = jobs.size();
+    jobs.push_back({compressor, &parent.kv, fork.budget_tokens, {}, {}});
+  }
+  if (!jobs.empty()) plan_all(jobs, data_);
+  for (size_t f = 0; f < step.forks.size(); ++f) {
+    const Live& parent = *parents[f];
+    const int64_t id = step.forks[f].id;
+    const PlanJob* job = job_of[f] == SIZE_MAX ? nullptr : &jobs[job_of[f]];
+    if (job && !job->error.empty()) {
+      failed[id] = job->error;
+      continue;
+    }
+    auto kv = job ? job->compressor->compressed_copy(parent.kv, job->plan) : parent.kv.copy();
+    auto& child = live_.emplace(id, Live{std::move(kv), job ? job->compressor : nullptr, {}}).first->second;
+    child.note_compression_point();
   }
 }
 
@@ -124,6 +181,7 @@ void Engine::compress(const StepMessage& step, std::map<int64_t, std::string>& f
       continue;
     }
     jobs[j].compressor->apply(stores[j].second->kv, jobs[j].plan);
+    stores[j].second->note_compression_point();
   }
 }
 
@@ -132,6 +190,7 @@ void Engine::execute(const StepMessage& step, std::map<int64_t, std::string>& fa
                      std::vector<float>& logits, std::set<int64_t>& not_run) {
   for (const int64_t id : step.released) live_.erase(id);
   add_sequences(step, failed);
+  if (!step.forks.empty()) fork(step, failed);
   for (const auto& [id, error] : failed) not_run.insert(id);
   std::vector<SequenceRows> batch;
   for (const auto& rows : step.rows) {
@@ -142,17 +201,22 @@ void Engine::execute(const StepMessage& step, std::map<int64_t, std::string>& fa
   }
   logits.clear();
   if (!batch.empty()) logits = loaded_.model->forward_step(batch);
+  for (const int64_t id : step.prompt_ended) {  // full KV: its bytes where it would be compressed
+    if (auto it = live_.find(id); it != live_.end() && !it->second.compressor)
+      it->second.note_compression_point();
+  }
   compress(step, failed);
 }
 
 // Collective (control plane): every rank's free blocks and, per live sequence, its blocks and
-// token bytes, as rows [free, blocks..., held..., full...] of a [tp x width] matrix that each rank
+// token bytes now and at its compression point, as rows [free, blocks..., held..., full...,
+// held at compression..., full at compression...] of a [tp x width] matrix that each rank
 // fills in its own row (an all-reduce max of non-negative values then gathers it).
 StepReport Engine::report(std::map<int64_t, std::string> failed) {
   const int tp = control_.world().size;
   const int rank = control_.world().rank;
   const auto n = static_cast<int64_t>(live_.size());
-  const int64_t width = 1 + 3 * n;
+  const int64_t width = 1 + 5 * n;
   std::vector<int64_t> matrix(static_cast<size_t>(tp * width), 0);
   int64_t* row = matrix.data() + rank * width;
   row[0] = pool_->free_blocks();
@@ -161,6 +225,8 @@ StepReport Engine::report(std::map<int64_t, std::string> failed) {
     row[1 + i] = static_cast<int64_t>(live.kv.block_bytes_held() / pool_->block_bytes());
     row[1 + n + i] = static_cast<int64_t>(live.kv.bytes_held());
     row[1 + 2 * n + i] = static_cast<int64_t>(live.kv.full_bytes());
+    row[1 + 3 * n + i] = static_cast<int64_t>(live.bytes_at_compression);
+    row[1 + 4 * n + i] = static_cast<int64_t>(live.full_at_compression);
     ++i;
   }
   control_.all_reduce_max(matrix);
@@ -174,6 +240,8 @@ StepReport Engine::report(std::map<int64_t, std::string> failed) {
       blocks.push_back(matrix[r * width + 1 + i]);
       out.bytes_held[id] += static_cast<uint64_t>(matrix[r * width + 1 + n + i]);
       out.bytes_full[id] += static_cast<uint64_t>(matrix[r * width + 1 + 2 * n + i]);
+      out.bytes_at_compression[id] += static_cast<uint64_t>(matrix[r * width + 1 + 3 * n + i]);
+      out.full_at_compression[id] += static_cast<uint64_t>(matrix[r * width + 1 + 4 * n + i]);
     }
     out.tail_tokens[id] = live.kv.head(0, 0).segments().back().tokens();  // the same on every head and rank
     ++i;
@@ -196,10 +264,16 @@ std::vector<RequestResult> Engine::run(std::vector<Request> requests) {
       const std::string error = request_error(requests[i]);
       if (error.empty()) {
         scheduler.submit(std::move(requests[i]), results[i], 0.0);
-      } else {
-        results[i].finish = FinishReason::kError;
-        results[i].error = error;
-        results[i].prompt_tokens = static_cast<int64_t>(requests[i].prompt.size());
+        continue;
+      }
+      // The request and each of its forks fail with the same error.
+      results[i].forks.resize(requests[i].forks.size());
+      for (size_t v = 0; v <= requests[i].forks.size(); ++v) {
+        auto& result = v == 0 ? results[i] : results[i].forks[v - 1];
+        result.finish = FinishReason::kError;
+        result.error = error;
+        result.prompt_tokens = static_cast<int64_t>(requests[i].prompt.size());
+        if (requests[i].on_finish) requests[i].on_finish(v, result);
       }
     }
   }

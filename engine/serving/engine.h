@@ -57,9 +57,14 @@ class Engine {
 
   // Collective. Runs every request of rank 0 to its end (the other ranks pass anything) and returns
   // their results on rank 0 (empty elsewhere). A bad request (empty or over-long prompt, unknown
-  // press, budget out of range, larger than the pool) fails alone with its error.
+  // press, budget out of range, larger than the pool) fails alone with its error; so does a request
+  // with a bad fork (the request and all its forks).
   std::vector<RequestResult> run(std::vector<Request> requests);
   const RunStats& last_run() const { return stats_; }
+
+  // Collective: the compressor of spec, loaded now if it was not (its side files read and checked);
+  // a bad spec or side file is a comm::JobError on every rank. Requests share it by compression_key.
+  KvCompressor& compressor(const CompressionSpec& spec) { return *compressor_for(spec); }
 
   LlamaModel& model() { return *loaded_.model; }
   const Tokenizer& tokenizer() const { return *loaded_.tokenizer; }
@@ -72,12 +77,21 @@ class Engine {
   struct Live {
     kvstore::KvStore kv;
     KvCompressor* compressor;
+    std::vector<KvCompressor*> fork_compressors;  // [Added::forks index]; null: full KV
+    // This rank's token bytes at the compression point (right after the first compression, or the
+    // fork; full KV: after the prompt's prefill), and full KV's there; 0 until then.
+    uint64_t bytes_at_compression = 0, full_at_compression = 0;
+    void note_compression_point() {
+      if (full_at_compression == 0)
+        bytes_at_compression = kv.bytes_held(), full_at_compression = kv.full_bytes();
+    }
   };
   std::string request_error(const Request& request) const;
   KvCompressor* compressor_for(const CompressionSpec& spec);
   void execute(const StepMessage& step, std::map<int64_t, std::string>& failed, std::vector<float>& logits,
                std::set<int64_t>& not_run);
   void add_sequences(const StepMessage& step, std::map<int64_t, std::string>& failed);
+  void fork(const StepMessage& step, std::map<int64_t, std::string>& failed);
   void compress(const StepMessage& step, std::map<int64_t, std::string>& failed);
   StepReport report(std::map<int64_t, std::string> failed);
   KvGeometry geometry() const;

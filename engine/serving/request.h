@@ -15,16 +15,29 @@
 
 namespace kvshrink::engine {
 
+struct RequestResult;
+
 struct Request {
   std::vector<TokenId> prompt;
+  // Prefilled after the prompt's compression point, before the first token is sampled: the
+  // question of a query-agnostic run (the prompt is compressed before the question arrives).
+  std::vector<TokenId> continuation;
   SamplingParams sampling;
   int64_t max_tokens = 256;
   std::vector<std::string> stop;  // stop strings: generation ends when the text contains one
   bool ignore_eos = false;        // run to max_tokens past end-of-generation tokens (benchmarks)
   CompressionSpec compression;    // method "none" = full KV
+  // Further copies of this request, one per setting, sharing its prefill (as vLLM's n > 1 shares
+  // a prompt): when the prompt is prefilled, each fork is a copy of the KV compressed under its
+  // own setting, then prefills the continuation (if any) and decodes alone; the query-aware
+  // forks start from the first token sampled at full KV. The request itself must be full KV.
+  std::vector<CompressionSpec> forks;
   // Called on rank 0 for every generated token as soon as it is sampled; returning false stops the
   // sequence (a client gone). May be empty.
   std::function<bool(TokenId)> on_token;
+  // Called on rank 0 once a variant has ended (0: the request itself, i: forks[i - 1]), with its
+  // result final. May be empty.
+  std::function<void(size_t variant, const RequestResult&)> on_finish;
 };
 
 // Rank 0's record of one request; other ranks get empty results.
@@ -37,9 +50,14 @@ struct RequestResult {
   double arrival_seconds = 0.0;      // since the run started
   double first_token_seconds = 0.0;  // since the run started
   double finish_seconds = 0.0;
-  uint64_t kv_bytes_held = 0;        // all ranks' token bytes right before the sequence ended
-  uint64_t kv_bytes_full = 0;        // what full KV would hold for the same positions
-  uint64_t kv_bytes_compressed = 0;  // right after its first compression (0: never compressed)
+  uint64_t kv_bytes_held = 0;  // all ranks' token bytes right before the sequence ended
+  uint64_t kv_bytes_full = 0;  // what full KV would hold for the same positions
+  // All ranks' token bytes at the compression point (right after the first compression; full KV:
+  // right after the prompt's prefill), and what full KV holds there.
+  uint64_t kv_bytes_compressed = 0;
+  uint64_t kv_bytes_full_compressed = 0;
+  int64_t budget_tokens = 0;         // per head on average, as resolved for the prompt (0: full KV)
+  std::vector<RequestResult> forks;  // [i]: the result of Request::forks[i]
 };
 
 }  // namespace kvshrink::engine

@@ -9,30 +9,41 @@
 namespace kvshrink::engine {
 
 struct Scheduler::Entry {
-  Entry(int64_t id, Request request, RequestResult& result, const Tokenizer& tokenizer)
+  Entry(int64_t id, Request request, RequestResult& result, const Tokenizer& tokenizer, size_t variant = 0)
       : id(id),
+        variant(variant),
         request(std::move(request)),
         result(&result),
         sampler(this->request.sampling),
         decoder(tokenizer) {}
 
   int64_t id;
+  size_t variant;  // what Request::on_finish calls it: 0 the request itself, i its fork i - 1
   Request request;
   RequestResult* result;
   Sampler sampler;
   StreamingDecoder decoder;
-  std::string text;            // generated so far (for stop strings)
-  std::vector<TokenId> input;  // to prefill: the prompt, plus the generated tokens after a preemption
-  int64_t prefilled = 0;       // tokens of input run so far
-  int64_t tail = 0;            // tokens in each head's tail segment (as reported)
-  bool added = false;          // the ranks hold a store for it
-  bool decoding = false;       // prefill done: each step runs `next`
+  std::string text;  // generated so far (for stop strings)
+  // To prefill: prompt, continuation, and after a preemption the generated tokens but `next`.
+  std::vector<TokenId> input;
+  int64_t prefilled = 0;    // tokens of input run so far
+  int64_t tail = 0;         // tokens in each head's tail segment (as reported)
+  bool added = false;       // the ranks hold a store for it
+  bool decoding = false;    // prefill done: each step runs `next`
+  bool compressed = false;  // the first compression ran (or it was forked compressed)
   bool finished = false;
   TokenId next = 0;           // sampled, to run in the next step
   int64_t decode_steps = 0;   // decode rows run since the last prefill
-  int64_t budget_tokens = 0;  // resolved when the first prefill ends
+  int64_t budget_tokens = 0;  // resolved for the prompt
+  size_t forks_made = 0;      // of request.forks
   int64_t positions() const { return prefilled + decode_steps; }
+  // Where the prompt ends: the first compression runs there, and the forks copy what is held there.
+  int64_t compress_at() const { return static_cast<int64_t>(request.prompt.size()); }
   bool compresses() const { return request.compression.enabled(); }
+  bool copies() const { return kvstore::is_dimension_method(request.compression.method); }
+  bool forks_pending() const { return forks_made < request.forks.size(); }
+  // Prefilled to the prompt's end with forks still to make: runs no rows until they are made.
+  bool paused() const { return forks_pending() && prefilled >= compress_at(); }
   bool compress_due() const {
     const int64_t every = request.compression.compress_every;
     return compresses() && decoding && every > 0 && (decode_steps + 1) % every == 0;
@@ -50,11 +61,17 @@ int64_t Scheduler::running() const {
 
 void Scheduler::submit(Request request, RequestResult& result, double now) {
   const int64_t id = next_id_++;
+  result = RequestResult{};
+  result.forks.resize(request.forks.size());
   auto entry = std::make_unique<Entry>(id, std::move(request), result, tokenizer_);
   entry->input = entry->request.prompt;
-  result = RequestResult{};
+  entry->input.insert(entry->input.end(), entry->request.continuation.begin(),
+                      entry->request.continuation.end());
   result.prompt_tokens = static_cast<int64_t>(entry->input.size());
   result.arrival_seconds = now;
+  if (entry->compresses())
+    result.budget_tokens = entry->request.compression.budget_tokens_for(entry->compress_at());
+  entry->budget_tokens = result.budget_tokens;
   entries_.emplace(id, std::move(entry));
   waiting_.push_back(id);
 }
@@ -69,10 +86,27 @@ void Scheduler::finish(Entry& entry, FinishReason reason, double now) {
   to_release_.push_back(entry.id);
 }
 
+// The entry's result is final: tell the front end (and, for forks never made because their
+// request failed, give them its error), then forget it.
+void Scheduler::retire(int64_t id) {
+  auto& entry = *entries_.at(id);
+  const auto& on_finish = entry.request.on_finish;
+  if (on_finish) on_finish(entry.variant, *entry.result);
+  for (size_t f = entry.forks_made; f < entry.request.forks.size(); ++f) {
+    auto& fork = entry.result->forks[f];
+    fork.finish = FinishReason::kError;
+    fork.error = entry.result->error;
+    fork.prompt_tokens = entry.result->prompt_tokens;
+    if (on_finish) on_finish(f + 1, fork);
+  }
+  entries_.erase(id);
+}
+
 // Blocks rank r may need beyond what a sequence holds while it is compressed. Token eviction
-// compacts in place: nothing when the store is one segment (the first compression, after
-// prefill), else the tail's kept tokens appended to the compacted segment (at most the tail's
-// blocks plus one per head). A dimension-level method builds a copy: as much as the sequence holds.
+// compacts in place: nothing when the store is one segment (the first compression, at the
+// prompt's end), else the tail's kept tokens appended to the compacted segment (at most the
+// tail's blocks plus one per head). A dimension-level method builds a copy: as much as the
+// sequence holds.
 static int64_t headroom(const KvGeometry& g, int r, bool first, int64_t tail, int64_t held, bool copies) {
   if (copies) return held;
   return first ? 0 : g.blocks_for(r, 0, tail + g.block_tokens);
@@ -85,17 +119,31 @@ static void give_back(std::vector<int64_t>& avail, const StepReport& report, int
   }
 }
 
+// At most what fork f of `parent` takes on rank r in the step that makes it: the copy of the
+// prompt's KV (twice that for a dimension-level method, which copies, then re-encodes), and its
+// first rows (the continuation, or one decode token).
+int64_t Scheduler::fork_blocks(const Entry& parent, size_t f, int r) const {
+  const bool copies = kvstore::is_dimension_method(parent.request.forks[f].method);
+  const int64_t prompt = geometry_.blocks_for(r, 0, parent.compress_at());
+  const auto rest = static_cast<int64_t>(parent.input.size()) - parent.compress_at();
+  return (copies ? 2 : 1) * prompt + geometry_.blocks_for(r, 0, rest + 1);
+}
+
 void Scheduler::preempt(Entry& entry, std::vector<int64_t>& avail, const StepReport& report,
                         StepMessage& step) {
   give_back(avail, report, entry.id);
   step.released.push_back(entry.id);
   std::erase(running_, entry.id);
   waiting_.push_front(entry.id);
-  // Recompute later: prefill the prompt and what was generated, then sample the next token.
+  // Recompute later: prefill the prompt (compressed at its end again), the continuation and what
+  // was generated, then sample the next token.
+  const auto& generated = entry.result->tokens;
   entry.input = entry.request.prompt;
-  entry.input.insert(entry.input.end(), entry.result->tokens.begin(), entry.result->tokens.end());
-  if (entry.decoding) entry.input.pop_back();  // `next` is fed as the last prefill row's successor
+  entry.input.insert(entry.input.end(), entry.request.continuation.begin(), entry.request.continuation.end());
+  entry.input.insert(entry.input.end(), generated.begin(), generated.end());
+  if (entry.decoding && !generated.empty()) entry.input.pop_back();  // `next` follows the last row
   entry.decoding = false;
+  entry.compressed = false;
   entry.prefilled = 0;
   entry.decode_steps = 0;
   entry.tail = 0;
@@ -105,22 +153,28 @@ void Scheduler::preempt(Entry& entry, std::vector<int64_t>& avail, const StepRep
 
 bool Scheduler::admit(Entry& entry, std::vector<int64_t>& avail, StepMessage& step, double now) {
   const auto n = static_cast<int64_t>(entry.input.size());
-  const bool copies = kvstore::is_dimension_method(entry.request.compression.method);
   std::vector<int64_t> need(static_cast<size_t>(geometry_.tp()));
   for (int r = 0; r < geometry_.tp(); ++r) {
     const int64_t prefill = geometry_.blocks_for(r, 0, n + 1);
-    need[r] = prefill + (entry.compresses() ? headroom(geometry_, r, true, n, prefill, copies) : 0);
-  }
-  for (int r = 0; r < geometry_.tp(); ++r) {
-    if (need[r] > geometry_.capacity_blocks) {
+    need[r] = prefill + (entry.compresses() ? headroom(geometry_, r, true, n, prefill, entry.copies()) : 0);
+    // It must also be able to hold its largest fork beside itself, or its forks could never be made.
+    int64_t largest_fork = 0;
+    for (size_t f = entry.forks_made; f < entry.request.forks.size(); ++f)
+      largest_fork = std::max(largest_fork, fork_blocks(entry, f, r));
+    if (need[r] + largest_fork > geometry_.capacity_blocks) {
       entry.result->error = fmt::format(
           "the request needs {} KV blocks on rank {} at full size (prompt {} tokens{}), more than the "
           "pool's {} (raise --kv-memory or shorten the prompt)",
-          need[r], r, n, entry.compresses() ? ", plus room to compress" : "", geometry_.capacity_blocks);
+          need[r] + largest_fork, r, n,
+          entry.compresses() ? ", plus room to compress" : (largest_fork > 0 ? ", plus one fork" : ""),
+          geometry_.capacity_blocks);
       finish(entry, FinishReason::kError, now);
       return true;
     }
   }
+  // One request with forks at a time: its forks are made before the next one's prefill holds the pool.
+  const auto forking = [&](int64_t id) { return entries_.at(id)->forks_pending(); };
+  if (entry.forks_pending() && std::any_of(running_.begin(), running_.end(), forking)) return false;
   for (int r = 0; r < geometry_.tp(); ++r) {
     if (need[r] > avail[r]) return false;
   }
@@ -128,12 +182,60 @@ bool Scheduler::admit(Entry& entry, std::vector<int64_t>& avail, StepMessage& st
   waiting_.pop_front();
   running_.push_back(entry.id);
   entry.added = true;
-  step.added.push_back({entry.id, entry.request.compression});
+  step.added.push_back({entry.id, entry.request.compression, entry.request.forks});
   return true;
 }
 
-// Memory first (what the released sequences free, what the running ones need this step, preempting
-// the newest while some rank cannot hold it), then admission in arrival order, then the rows.
+// The forks of paused sequences, in admission order, while the pool can hold them. A fork is a
+// sequence of its own from this step on (its rows run in this step); its request resumes once
+// all are made (query-aware: the first token, sampled at full KV, is every variant's first token).
+void Scheduler::make_forks(std::vector<int64_t>& avail, StepMessage& step, double now) {
+  const std::vector<int64_t> order = running_;
+  // A paused sequence runs no rows: it does not count against --max-num-seqs.
+  auto active =
+      std::count_if(order.begin(), order.end(), [&](int64_t id) { return !entries_.at(id)->paused(); });
+  for (const int64_t id : order) {
+    auto& parent = *entries_.at(id);
+    while (parent.paused() && active < limits_.max_num_seqs) {
+      const size_t f = parent.forks_made;
+      bool fits = true;
+      for (int r = 0; r < geometry_.tp(); ++r) fits = fits && fork_blocks(parent, f, r) <= avail[r];
+      if (!fits) return;  // later ones wait too: forks are made in order
+      for (int r = 0; r < geometry_.tp(); ++r) avail[r] -= fork_blocks(parent, f, r);
+      Request request = parent.request;
+      request.compression = parent.request.forks[f];
+      request.forks.clear();
+      const int64_t child_id = next_id_++;
+      auto child =
+          std::make_unique<Entry>(child_id, std::move(request), parent.result->forks[f], tokenizer_, f + 1);
+      auto& c = *child;
+      *c.result = RequestResult{};
+      c.result->prompt_tokens = parent.result->prompt_tokens;
+      c.result->arrival_seconds = parent.result->arrival_seconds;
+      if (c.compresses()) c.result->budget_tokens = c.request.compression.budget_tokens_for(c.compress_at());
+      c.budget_tokens = c.result->budget_tokens;
+      c.input = parent.input;
+      c.prefilled = parent.compress_at();
+      c.compressed = true;
+      c.added = true;
+      step.forks.push_back({child_id, id, static_cast<int64_t>(f), c.budget_tokens});
+      running_.push_back(child_id);
+      ++active;
+      ++parent.forks_made;
+      entries_.emplace(child_id, std::move(child));
+      if (c.request.continuation.empty()) {  // query-aware: decode from the first token
+        c.decoding = true;
+        accept_token(c, parent.next, now);
+      }
+    }
+    if (parent.decoding && !parent.forks_pending() && parent.result->tokens.empty())
+      accept_token(parent, parent.next, now);
+  }
+}
+
+// Memory first (what the released sequences free, what the running ones need this step,
+// preempting the newest while some rank cannot hold it), then forks, then admission in arrival
+// order, then the rows.
 StepMessage Scheduler::next_step(const StepReport& report, double now) {
   StepMessage step;
   for (const auto& [id, error] : report.failed) {
@@ -142,52 +244,26 @@ StepMessage Scheduler::next_step(const StepReport& report, double now) {
       finish(*it->second, FinishReason::kError, now);
     }
   }
-  for (const int64_t id : compressed_last_step_) {
-    if (auto it = entries_.find(id); it != entries_.end() && it->second->result->kv_bytes_compressed == 0) {
-      it->second->result->kv_bytes_compressed = report.bytes_held.contains(id) ? report.bytes_held.at(id) : 0;
-    }
-  }
   for (auto& [id, entry] : entries_) {
-    if (report.bytes_held.contains(id)) {
-      entry->result->kv_bytes_held = report.bytes_held.at(id);
-      entry->result->kv_bytes_full = report.bytes_full.at(id);
+    if (!report.bytes_held.contains(id)) continue;
+    auto& result = *entry->result;
+    result.kv_bytes_held = report.bytes_held.at(id);
+    result.kv_bytes_full = report.bytes_full.at(id);
+    if (result.kv_bytes_full_compressed == 0) {  // after a recompute, the first figures stay
+      result.kv_bytes_compressed = report.bytes_at_compression.at(id);
+      result.kv_bytes_full_compressed = report.full_at_compression.at(id);
     }
   }
   std::vector<int64_t> avail = report.free_blocks;
   for (const int64_t id : to_release_) {
-    auto& entry = *entries_.at(id);
-    if (!entry.added) continue;
+    if (!entries_.at(id)->added) continue;
     step.released.push_back(id);
     give_back(avail, report, id);
+    retire(id);
   }
-  for (const int64_t id : to_release_) entries_.erase(id);
-  to_release_.clear();
-
-  for (;;) {  // what the running sequences need this step; preempt the newest until it fits
-    std::vector<int64_t> need(static_cast<size_t>(geometry_.tp()), 0);
-    for (const int64_t id : running_) {
-      auto& e = *entries_.at(id);
-      if (const auto it = report.tail_tokens.find(id); it != report.tail_tokens.end()) e.tail = it->second;
-      const int64_t rows = e.decoding ? 1 : static_cast<int64_t>(e.input.size()) - e.prefilled;
-      const bool compressing = e.decoding ? e.compress_due() : e.compresses();
-      const bool copies = kvstore::is_dimension_method(e.request.compression.method);
-      const auto held = report.sequence_blocks.find(id);
-      for (int r = 0; r < geometry_.tp(); ++r) {
-        const int64_t blocks = geometry_.blocks_for(r, e.tail, rows);
-        const int64_t now_held = held == report.sequence_blocks.end() ? 0 : held->second[r];
-        need[r] +=
-            blocks +
-            (compressing ? headroom(geometry_, r, !e.decoding, e.tail + rows, now_held + blocks, copies) : 0);
-      }
-    }
-    bool fits = true;
-    for (int r = 0; r < geometry_.tp(); ++r) fits = fits && need[r] <= avail[r];
-    if (fits || running_.empty()) {
-      for (int r = 0; r < geometry_.tp(); ++r) avail[r] -= need[r];
-      break;
-    }
-    preempt(*entries_.at(running_.back()), avail, report, step);
-  }
+  std::erase_if(to_release_, [&](int64_t id) { return !entries_.contains(id); });
+  reserve_running(avail, report, step);
+  make_forks(avail, step, now);
   while (!waiting_.empty() && running() < limits_.max_num_seqs) {
     if (!admit(*entries_.at(waiting_.front()), avail, step, now)) break;
   }
@@ -195,21 +271,51 @@ StepMessage Scheduler::next_step(const StepReport& report, double now) {
   // Sequences that finished while waiting (too large for the pool) hold nothing on the ranks.
   std::erase_if(to_release_, [&](int64_t id) {
     if (entries_.at(id)->added) return false;
-    entries_.erase(id);
+    retire(id);
     return true;
   });
-  compressed_last_step_.clear();
-  for (const auto& c : step.compress) compressed_last_step_.push_back(c.id);
   step.end_of_run = entries_.empty() && step.empty();
   return step;
 }
 
-// Decode rows first (one token each), then prefill chunks in admission order up to the token budget.
+// What the running sequences need this step; preempts the newest until it fits. Takes the rows'
+// blocks out of avail. (A paused sequence needs nothing: its forks wait for room, which the
+// others free as they finish; admission made sure it can hold one fork beside itself.)
+void Scheduler::reserve_running(std::vector<int64_t>& avail, const StepReport& report, StepMessage& step) {
+  for (;;) {
+    std::vector<int64_t> need(static_cast<size_t>(geometry_.tp()), 0);
+    for (const int64_t id : running_) {
+      auto& e = *entries_.at(id);
+      if (const auto it = report.tail_tokens.find(id); it != report.tail_tokens.end()) e.tail = it->second;
+      if (e.paused()) continue;
+      const int64_t rows = e.decoding ? 1 : static_cast<int64_t>(e.input.size()) - e.prefilled;
+      const bool compressing = e.decoding ? e.compress_due() : e.compresses() && !e.compressed;
+      const auto held = report.sequence_blocks.find(id);
+      for (int r = 0; r < geometry_.tp(); ++r) {
+        const int64_t blocks = geometry_.blocks_for(r, e.tail, rows);
+        const int64_t now_held = held == report.sequence_blocks.end() ? 0 : held->second[r];
+        need[r] += blocks + (compressing ? headroom(geometry_, r, !e.compressed, e.tail + rows,
+                                                    now_held + blocks, e.copies())
+                                         : 0);
+      }
+    }
+    bool fits = true;
+    for (int r = 0; r < geometry_.tp(); ++r) fits = fits && need[r] <= avail[r];
+    if (fits || running_.empty()) {
+      for (int r = 0; r < geometry_.tp(); ++r) avail[r] -= need[r];
+      return;
+    }
+    preempt(*entries_.at(running_.back()), avail, report, step);
+  }
+}
+
+// Decode rows first (one token each), then prefill chunks in admission order up to the token
+// budget; a chunk ends at the prompt's end, where the first compression runs (or the forks copy).
 void Scheduler::add_rows(StepMessage& step) {
   int64_t budget = limits_.max_num_batched_tokens;
   for (const int64_t id : running_) {
     auto& e = *entries_.at(id);
-    if (!e.decoding || budget == 0) continue;
+    if (!e.decoding || e.paused() || budget == 0) continue;
     step.rows.push_back({id, {e.next}, true});
     if (e.compress_due()) {
       // DynaKV alone evicts nothing: it keeps its share of the grown sequence.
@@ -221,13 +327,16 @@ void Scheduler::add_rows(StepMessage& step) {
   }
   for (const int64_t id : running_) {
     auto& e = *entries_.at(id);
-    if (e.decoding || budget == 0) continue;
-    const int64_t chunk = std::min(budget, static_cast<int64_t>(e.input.size()) - e.prefilled);
-    const bool last = e.prefilled + chunk == static_cast<int64_t>(e.input.size());
-    step.rows.push_back({id, {e.input.begin() + e.prefilled, e.input.begin() + e.prefilled + chunk}, last});
-    if (last && e.compresses()) {
-      if (e.budget_tokens == 0) e.budget_tokens = e.request.compression.budget_tokens_for(e.input.size());
-      step.compress.push_back({id, e.budget_tokens});
+    if (e.decoding || e.paused() || budget == 0) continue;
+    const auto end = static_cast<int64_t>(e.input.size());
+    const int64_t stop = e.prefilled < e.compress_at() ? e.compress_at() : end;
+    const int64_t chunk = std::min(budget, stop - e.prefilled);
+    step.rows.push_back({id,
+                         {e.input.begin() + e.prefilled, e.input.begin() + e.prefilled + chunk},
+                         e.prefilled + chunk == end});
+    if (e.prefilled + chunk == e.compress_at()) {
+      step.prompt_ended.push_back(id);
+      if (e.compresses()) step.compress.push_back({id, e.budget_tokens});
     }
     budget -= chunk;
   }
@@ -245,18 +354,19 @@ void Scheduler::sampled_logits(const StepMessage& step, std::span<const float> l
       ++e.decode_steps;
     } else {
       e.prefilled += static_cast<int64_t>(rows.tokens.size());
+      if (e.prefilled == e.compress_at()) e.compressed = e.compresses();
     }
     if (!rows.logits) continue;
     const auto row_logits = logits.subspan(static_cast<size_t>(row++ * vocab), static_cast<size_t>(vocab));
     if (e.finished) continue;  // failed in this step's compression
-    if (!e.decoding && !e.result->tokens.empty()) {
-      // recomputed after a preemption: continue with the token sampled before
-      e.decoding = true;
-      e.next = e.result->tokens.back();
+    const bool prefill_ended = !e.decoding;
+    e.decoding = true;
+    if (prefill_ended && !e.result->tokens.empty()) {
+      e.next = e.result->tokens.back();  // recomputed after a preemption: the token sampled before
       continue;
     }
-    e.decoding = true;
-    accept_token(e, e.sampler.sample(row_logits), now);
+    e.next = e.sampler.sample(row_logits);
+    if (!e.forks_pending()) accept_token(e, e.next, now);  // else once its forks are made
   }
 }
 

@@ -4,6 +4,10 @@
 // running ones hold (compressed, once their press ran), and preempts the newest when decode runs
 // out of room (its blocks are freed and it is recomputed later). It never fails the job for
 // memory: a request larger than the whole pool fails alone.
+//
+// Forks (Request::forks): the request prefills its prompt once at full KV and pauses there; each
+// fork becomes a sequence of its own (a compressed copy of that prefill, made on the ranks at the
+// start of a step) as soon as the pool can hold it, and the request resumes once every fork is made.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +38,8 @@ struct StepReport {
   std::map<int64_t, int64_t> tail_tokens;                   // id -> tokens in each head's tail
   std::map<int64_t, std::string> failed;                    // id -> why it failed (all ranks agree)
   std::map<int64_t, uint64_t> bytes_held, bytes_full;       // id -> token bytes over all ranks
+  // id -> token bytes over all ranks at its compression point (0 until it is reached)
+  std::map<int64_t, uint64_t> bytes_at_compression, full_at_compression;
 };
 
 class Scheduler {
@@ -61,6 +67,10 @@ class Scheduler {
   bool admit(Entry& entry, std::vector<int64_t>& avail, StepMessage& step, double now);
   void add_rows(StepMessage& step);
   void accept_token(Entry& entry, TokenId token, double now);
+  void reserve_running(std::vector<int64_t>& avail, const StepReport& report, StepMessage& step);
+  void make_forks(std::vector<int64_t>& avail, StepMessage& step, double now);
+  int64_t fork_blocks(const Entry& parent, size_t fork, int rank) const;
+  void retire(int64_t id);
 
   SchedulerLimits limits_;
   KvGeometry geometry_;
@@ -70,7 +80,6 @@ class Scheduler {
   std::deque<int64_t> waiting_;                        // ids, in arrival order (preempted first)
   std::vector<int64_t> running_;                       // ids, in admission order
   std::vector<int64_t> to_release_;
-  std::vector<int64_t> compressed_last_step_;
 };
 
 }  // namespace kvshrink::engine

@@ -56,29 +56,46 @@ CompressionSpec spec_from_json(const json& j) {
 }
 
 json to_json(const StepMessage& m) {
-  json added = json::array(), rows = json::array(), compress = json::array();
-  for (const auto& a : m.added) added.push_back({{"id", a.id}, {"spec", to_json(a.compression)}});
+  json added = json::array(), forks = json::array(), rows = json::array(), compress = json::array();
+  for (const auto& a : m.added) {
+    json fork_specs = json::array();
+    for (const auto& spec : a.forks) fork_specs.push_back(to_json(spec));
+    added.push_back({{"id", a.id}, {"spec", to_json(a.compression)}, {"forks", fork_specs}});
+  }
+  for (const auto& f : m.forks) {
+    forks.push_back({{"id", f.id}, {"parent", f.parent}, {"index", f.index}, {"budget", f.budget_tokens}});
+  }
   for (const auto& r : m.rows) rows.push_back({{"id", r.id}, {"tokens", r.tokens}, {"logits", r.logits}});
   for (const auto& c : m.compress) compress.push_back({{"id", c.id}, {"budget", c.budget_tokens}});
   return {{"end", m.end_of_run},
           {"released", m.released},
           {"added", added},
+          {"forks", forks},
           {"rows", rows},
-          {"compress", compress}};
+          {"compress", compress},
+          {"prompt_ended", m.prompt_ended}};
 }
 
 StepMessage from_json(const json& j) {
   StepMessage m;
   m.end_of_run = j.at("end").get<bool>();
   m.released = j.at("released").get<std::vector<int64_t>>();
-  for (const auto& a : j.at("added"))
-    m.added.push_back({a.at("id").get<int64_t>(), spec_from_json(a.at("spec"))});
+  for (const auto& a : j.at("added")) {
+    std::vector<CompressionSpec> fork_specs;
+    for (const auto& spec : a.at("forks")) fork_specs.push_back(spec_from_json(spec));
+    m.added.push_back({a.at("id").get<int64_t>(), spec_from_json(a.at("spec")), std::move(fork_specs)});
+  }
+  for (const auto& f : j.at("forks")) {
+    m.forks.push_back({f.at("id").get<int64_t>(), f.at("parent").get<int64_t>(), f.at("index").get<int64_t>(),
+                       f.at("budget").get<int64_t>()});
+  }
   for (const auto& r : j.at("rows")) {
     m.rows.push_back(
         {r.at("id").get<int64_t>(), r.at("tokens").get<std::vector<TokenId>>(), r.at("logits").get<bool>()});
   }
   for (const auto& c : j.at("compress"))
     m.compress.push_back({c.at("id").get<int64_t>(), c.at("budget").get<int64_t>()});
+  m.prompt_ended = j.at("prompt_ended").get<std::vector<int64_t>>();
   return m;
 }
 

@@ -38,11 +38,9 @@ ThroughputSummary summarize(std::span<const RequestResult> results, const RunSta
     last_finish = std::max(last_finish, r.finish_seconds);
     decode_tokens += n > 0 ? n - 1 : 0;
     if (n > 1) tpot.push_back((r.finish_seconds - r.first_token_seconds) / static_cast<double>(n - 1));
-    if (r.kv_bytes_compressed > 0 && r.kv_bytes_full > 0) {
-      const double full_at_prompt = static_cast<double>(r.kv_bytes_full) *
-                                    static_cast<double>(r.prompt_tokens) /
-                                    static_cast<double>(r.prompt_tokens + n - 1);
-      share_sum += static_cast<double>(r.kv_bytes_compressed) / full_at_prompt;
+    if (r.kv_bytes_full_compressed > 0) {
+      share_sum +=
+          static_cast<double>(r.kv_bytes_compressed) / static_cast<double>(r.kv_bytes_full_compressed);
       ++compressed;
     }
   }

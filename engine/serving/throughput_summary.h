@@ -29,7 +29,7 @@ struct ThroughputSummary {
   int64_t preemptions = 0;
   double ttft_p50 = 0.0, ttft_p99 = 0.0;  // seconds from arrival to the first token
   double tpot_p50 = 0.0, tpot_p99 = 0.0;  // seconds per output token after the first
-  double kv_share = 0.0;  // mean over compressed requests: bytes held right after compression / full
+  double kv_share = 0.0;  // mean over requests: bytes held right after compression / full KV there
 };
 
 ThroughputSummary summarize(std::span<const RequestResult> results, const RunStats& run);

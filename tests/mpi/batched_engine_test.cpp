@@ -107,7 +107,8 @@ TEST_F(BatchedEngineTest, OneStepOfManySequencesEqualsEachAlone) {
   };
   std::vector<std::unique_ptr<Live>> live;
   for (int64_t s = 0; s < n; ++s)
-    live.push_back(std::make_unique<Live>(Live{model.make_kv_store(), prompt_of(kPromptLengths[s], s), 0, {}}));
+    live.push_back(
+        std::make_unique<Live>(Live{model.make_kv_store(), prompt_of(kPromptLengths[s], s), 0, {}}));
   for (int64_t round = 0;; ++round) {
     std::vector<engine::SequenceRows> batch;
     std::vector<int64_t> order;
@@ -170,6 +171,80 @@ TEST_F(BatchedEngineTest, EngineBatchEqualsEachRequestAlone) {
   }
   EXPECT_LE(engine_->last_run().peak_running, 4);
   EXPECT_GE(engine_->last_run().peak_running, 2);
+}
+
+// Settings for forks: token eviction with decode-time compression, another press and budget,
+// and full KV (a plain copy).
+std::vector<engine::CompressionSpec> fork_settings() {
+  engine::CompressionSpec snapkv;
+  snapkv.method = "snapkv";
+  snapkv.budget_tokens = 8;
+  snapkv.params.window = 4;
+  snapkv.params.pool_kernel = 3;
+  engine::CompressionSpec h2o;
+  h2o.method = "h2o";
+  h2o.budget_tokens = 12;
+  h2o.params.window = 4;
+  h2o.compress_every = 3;
+  return {snapkv, h2o, engine::CompressionSpec{}};
+}
+
+// eval's shape: one prefill, every setting a fork of it, decoded together; query-aware (first
+// token sampled at full KV) and query-agnostic (a continuation prefilled after the compression).
+// Each fork gives the tokens of the same request run alone under its setting, also in a pool
+// so small that forks wait for room and sequences are preempted.
+TEST_F(BatchedEngineTest, ForksEqualEachSettingRunAlone) {
+  const auto settings = fork_settings();
+  const auto& config = engine_->model().config();
+  const int64_t heads_rank0 = testing::mpi_communicator().world().size == 1
+                                  ? config.n_head_kv
+                                  : 2 - (testing::mpi_communicator().world().size == 3);
+  const uint64_t small_pool = static_cast<uint64_t>(config.n_layers * heads_rank0 * 9) *
+                              kvstore::HeadSegment::block_bytes(config.head_dim);
+  engine::Engine small(options(small_pool), control(), *data_);
+  std::vector<engine::Request> requests;
+  for (int64_t i = 0; i < 4; ++i) {
+    auto r = request(i + 1);
+    if (i % 2 == 1) r.continuation = prompt_of(5, 100 + i);  // query-agnostic
+    requests.push_back(r);
+  }
+  // [request][variant]: the request alone at full KV, then each setting alone
+  std::vector<std::vector<std::vector<TokenId>>> expected(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    std::vector<engine::Request> variants = {requests[i]};
+    for (const auto& spec : settings) {
+      variants.push_back(requests[i]);
+      variants.back().compression = spec;
+    }
+    expected[i] = alone(variants);
+  }
+  for (auto& r : requests) r.forks = settings;
+  for (engine::Engine* engine : {engine_, &small}) {
+    std::vector<size_t> finished_variants(requests.size(), 0);
+    auto forked = requests;
+    for (size_t i = 0; i < forked.size(); ++i)
+      forked[i].on_finish = [&finished_variants, i](size_t, const engine::RequestResult&) {
+        ++finished_variants[i];
+      };
+    const auto results = engine->run(forked);
+    if (!control().world().is_coordinator()) continue;
+    for (size_t i = 0; i < results.size(); ++i) {
+      ASSERT_EQ(results[i].forks.size(), settings.size());
+      EXPECT_EQ(finished_variants[i], settings.size() + 1) << "request " << i;
+      EXPECT_EQ(results[i].error, "");
+      EXPECT_EQ(results[i].tokens, expected[i][0]) << "request " << i << " full KV";
+      for (size_t f = 0; f < settings.size(); ++f) {
+        const auto& fork = results[i].forks[f];
+        EXPECT_EQ(fork.error, "") << "request " << i << " fork " << f;
+        EXPECT_EQ(fork.tokens, expected[i][f + 1]) << "request " << i << " fork " << f;
+        EXPECT_GT(fork.kv_bytes_compressed, 0u);
+        if (settings[f].enabled() && requests[i].prompt.size() > 16)  // longer than every budget
+          EXPECT_LT(fork.kv_bytes_compressed, fork.kv_bytes_full_compressed)
+              << "request " << i << " fork " << f;
+      }
+    }
+    if (engine == &small) EXPECT_LE(small.last_run().pool_peak_bytes, small_pool);
+  }
 }
 
 // A pool of a few hundred blocks: decode growth forces the newest sequence out; it is
