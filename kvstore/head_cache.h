@@ -42,13 +42,15 @@ class HeadCache {
   // in one compacted segment followed by an empty tail, and the blocks of the others go back to
   // the pool. Low-rank segments stay.
   void compact(std::span<const int32_t> kept);
-  // This head with only the tokens at `kept`, same layout as after compact().
-  HeadCache compacted_copy(std::span<const int32_t> kept) const;
+  // This head with only the tokens at `kept`, same layout as after compact(); the copy tracks
+  // attention mass if asked (copied tokens keep theirs, or start at 0 where this head had none).
+  HeadCache compacted_copy(std::span<const int32_t> kept, bool track_mass) const;
+  HeadCache compacted_copy(std::span<const int32_t> kept) const { return compacted_copy(kept, track_mass_); }
   void clear();
 
  private:
   void check_kept(std::span<const int32_t> kept) const;
-  HeadSegment gather(std::span<const int32_t> kept) const;
+  HeadSegment gather(std::span<const int32_t> kept, bool track_mass) const;
 
   int64_t head_dim_;
   bool track_mass_;

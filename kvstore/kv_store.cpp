@@ -70,22 +70,23 @@ void KvStore::compact(const LocalKeepPlan& plan) {
   for (size_t i = 0; i < heads_.size(); ++i) heads_[i].compact(plan[i]);
 }
 
-KvStore KvStore::compacted_copy(const LocalKeepPlan& plan) const {
+KvStore KvStore::compacted_copy(const LocalKeepPlan& plan, const KvStoreOptions& options) const {
   check_plan_shape(plan, heads_.size());
-  KvStore copy(n_layers_, owned_kv_heads_, head_dim_, 0, options_, pool_);
-  for (size_t i = 0; i < heads_.size(); ++i) copy.heads_[i] = heads_[i].compacted_copy(plan[i]);
+  KvStore copy(n_layers_, owned_kv_heads_, head_dim_, 0, options, pool_);
+  for (size_t i = 0; i < heads_.size(); ++i)
+    copy.heads_[i] = heads_[i].compacted_copy(plan[i], options.track_attention_mass);
   copy.queries_ = queries_;
   copy.next_position_ = next_position_;
   return copy;
 }
 
-KvStore KvStore::copy() const {
+KvStore KvStore::copy(const KvStoreOptions& options) const {
   LocalKeepPlan all(heads_.size());
   for (size_t i = 0; i < heads_.size(); ++i) {
     all[i].resize(static_cast<size_t>(heads_[i].tokens()));
     std::iota(all[i].begin(), all[i].end(), 0);
   }
-  return compacted_copy(all);
+  return compacted_copy(all, options);
 }
 
 }  // namespace kvshrink::kvstore

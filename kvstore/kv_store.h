@@ -64,10 +64,13 @@ class KvStore {
   // Keeps only the planned tokens in every head and frees the rest.
   void compact(const LocalKeepPlan& plan);
   // A new store for the same sequence holding only the planned tokens (this one is unchanged);
-  // recent queries come along, so the copy can be compressed again later.
-  KvStore compacted_copy(const LocalKeepPlan& plan) const;
+  // recent queries come along, so the copy can be compressed again later. It records what
+  // `options` asks from now on (a press that needs less than this store: no attention mass).
+  KvStore compacted_copy(const LocalKeepPlan& plan, const KvStoreOptions& options) const;
+  KvStore compacted_copy(const LocalKeepPlan& plan) const { return compacted_copy(plan, options_); }
   // A copy holding every token (the same layout as compacted_copy).
-  KvStore copy() const;
+  KvStore copy(const KvStoreOptions& options) const;
+  KvStore copy() const { return copy(options_); }
 
  private:
   int64_t n_layers_;

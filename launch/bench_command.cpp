@@ -13,10 +13,9 @@
 #include "comm/collective_error.h"
 #include "comm/communicator.h"
 #include "engine/compression/compression_spec.h"
-#include "engine/model/llama_model.h"
-#include "engine/model/loaded_model.h"
+#include "engine/serving/engine.h"
 #include "launch/cpu_environment.h"
-#include "launch/model_options.h"
+#include "launch/engine_options.h"
 #include "launch/process_memory.h"
 
 namespace kvshrink::launch {
@@ -58,72 +57,77 @@ std::vector<BenchCase> bench_cases(const BenchOptions& o) {
   return cases;
 }
 
-// The depth context of a test, prefilled once and shared by the repetitions and settings: each
-// repetition times its part on a copy (compressed for a press). A second base store that tracks
-// accumulated attention is prefilled only when a press needs it (H2O), so the others do not pay.
-class DepthContext {
- public:
-  DepthContext(engine::LlamaModel& model, const std::vector<engine::TokenId>& tokens,
-               const kvstore::KvStoreOptions& needs)
-      : plain_(model.make_kv_store({.query_window = needs.query_window})) {
-    if (needs.track_attention_mass) with_mass_.emplace(model.make_kv_store(needs));
-    if (tokens.empty()) return;
-    model.forward(tokens, plain_, engine::LogitsFor::kLastToken);
-    if (with_mass_) model.forward(tokens, *with_mass_, engine::LogitsFor::kLastToken);
-  }
-  const kvstore::KvStore& base(bool mass) const { return mass ? with_mass_.value() : plain_; }
+// The timed part of one repetition, from the engine's timestamps: ppN from its first rows to its
+// first token; tgN over N decode steps after its first token.
+double tokens_per_second(const BenchCase& test, const engine::RequestResult& r) {
+  if (test.prompt > 0) return static_cast<double>(test.prompt) / (r.first_token_seconds - r.start_seconds);
+  const auto n = static_cast<size_t>(test.generate);
+  return static_cast<double>(n) / (r.token_seconds.at(n) - r.token_seconds.at(0));
+}
 
- private:
-  kvstore::KvStore plain_;
-  std::optional<kvstore::KvStore> with_mass_;
-};
-
-struct CaseRun {
-  double tokens_per_second = 0.0;
-  double kv_share = 1.0;
-  double attention_ms_per_token = 0.0;
-};
-
-// Runs one repetition on every rank; returns the timed part's tokens/s (same on every rank). With
-// a compression setting, the depth context is compressed before the timed part, and decode
-// re-compacts as the setting says.
-CaseRun run_case(engine::LlamaModel& model, const BenchCase& test, const DepthContext& depth,
-                 std::mt19937_64& rng, comm::Communicator& comm, const engine::CompressionSpec& spec,
-                 engine::KvCompressor* compressor) {
-  const int64_t vocab = model.config().vocab_size;
+std::vector<engine::TokenId> random_tokens(int64_t n, int64_t vocab, std::mt19937_64& rng) {
   std::uniform_int_distribution<engine::TokenId> random_token(0, static_cast<engine::TokenId>(vocab - 1));
-  std::vector<engine::TokenId> timed_tokens(static_cast<size_t>(std::max(test.prompt, test.generate)));
-  for (auto& id : timed_tokens) id = random_token(rng);
-  const bool mass = compressor && compressor->store_options().track_attention_mass;
-  const int64_t budget = compressor ? spec.budget_tokens_for(test.depth) : 0;
-  auto kv = compressor && test.depth > 0 ? compressor->compressed_copy(depth.base(mass), budget)
-                                         : depth.base(mass).copy();
-  comm.barrier();
-  model.reset_attention_seconds();
-  const auto start = std::chrono::steady_clock::now();
-  if (test.prompt > 0) {
-    model.forward(timed_tokens, kv, engine::LogitsFor::kLastToken);
-  } else {
-    for (int64_t i = 0; i < test.generate; ++i) {
-      model.forward(std::span(timed_tokens).subspan(i, 1), kv, engine::LogitsFor::kLastToken);
-      if (compressor && test.depth > 0 && spec.compress_every > 0 && (i + 1) % spec.compress_every == 0) {
-        compressor->compress(kv, budget);
+  std::vector<engine::TokenId> tokens(static_cast<size_t>(n));
+  for (auto& id : tokens) id = random_token(rng);
+  return tokens;
+}
+
+// Every setting's warm-up and repetitions of one test, as results [setting][1 + repetitions]. At
+// depth D, one request prefills the D tokens once and every run is a fork of it (compressed under
+// its setting; one at a time, as the engine runs at most one sequence here), timed without the
+// copy; at depth 0 every run is a request of its own, at full KV (nothing to compress yet).
+std::vector<std::vector<engine::RequestResult>> run_test(engine::Engine& engine, const BenchCase& test,
+                                                         const std::vector<engine::CompressionSpec>& specs,
+                                                         int repetitions, std::mt19937_64& rng) {
+  const int64_t vocab = engine.model().config().vocab_size;
+  const auto runs = static_cast<size_t>(repetitions + 1);
+  engine::Request request;
+  request.ignore_eos = true;
+  request.max_tokens = test.prompt > 0 ? 1 : test.generate + 1;
+  const auto timed = random_tokens(std::max<int64_t>(test.prompt, 1), vocab, rng);
+  std::vector<std::vector<engine::RequestResult>> out(specs.size());
+  if (test.depth == 0) {
+    request.prompt = timed;
+    for (size_t s = 0; s < specs.size(); ++s) {
+      for (size_t r = 0; r < runs; ++r) {
+        auto results = engine.run({request});
+        if (!results.empty()) out[s].push_back(results[0]);
       }
     }
+    return out;
   }
-  comm.barrier();
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::vector<float> bytes = {static_cast<float>(kv.bytes_held()), static_cast<float>(kv.full_bytes())};
-  comm.all_reduce_sum(bytes);
-  const auto timed = static_cast<double>(test.prompt + test.generate);
-  return {timed / seconds, bytes[1] > 0 ? bytes[0] / bytes[1] : 1.0, 1e3 * model.attention_seconds() / timed};
+  request.prompt = random_tokens(test.depth, vocab, rng);
+  if (test.prompt > 0) request.continuation = timed;
+  for (const auto& spec : specs) request.forks.insert(request.forks.end(), runs, spec);
+  const auto results = engine.run({request});
+  if (results.empty()) return out;
+  for (size_t s = 0; s < specs.size(); ++s)
+    out[s].assign(results[0].forks.begin() + s * runs, results[0].forks.begin() + (s + 1) * runs);
+  return out;
+}
+
+// The repetitions of one test under one setting ([0], the warm-up as in llama-bench, left out).
+BenchResult summarize(const BenchCase& test, const std::string& setting,
+                      const std::vector<engine::RequestResult>& runs) {
+  BenchResult result{test, setting, {}, 0.0, 0.0};
+  const auto repetitions = static_cast<double>(runs.size() - 1);
+  for (size_t r = 1; r < runs.size(); ++r) {
+    const auto& run = runs[r];
+    result.tokens_per_second.push_back(tokens_per_second(test, run));
+    const double share =
+        run.kv_bytes_full > 0 ? static_cast<double>(run.kv_bytes_held) / run.kv_bytes_full : 1.0;
+    result.kv_share += share / repetitions;
+    result.attention_ms_per_token +=
+        1e3 * run.attention_seconds / static_cast<double>(test.prompt + test.generate) / repetitions;
+  }
+  return result;
 }
 
 }  // namespace
 
 CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
   auto* cmd = app.add_subcommand("bench", "Measure prefill and decode throughput (like llama-bench)");
-  add_model_options(*cmd, o.model, o.context_size, o.batch_size);
+  add_engine_options(*cmd, o.engine);
   cmd->add_option("-p,--n-prompt", o.prompt_sizes, "Prompt sizes to prefill (comma separated)")
       ->delimiter(',')
       ->capture_default_str()
@@ -147,48 +151,44 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
   return cmd;
 }
 
-int run_bench(const BenchOptions& options, comm::Communicator& comm) {
-  auto loaded = engine::load_model(options.model, comm, options.batch_size);
-  auto& model = *loaded.model;
-  const int64_t context = engine::context_size_or_default(options.context_size, model.config(), comm);
+int run_bench(const BenchOptions& options, comm::Communicator& comm, comm::Communicator& data) {
+  auto specs = compression_specs(options.compression, comm);
+  engine::EngineOptions engine_options = options.engine;
+  engine_options.max_num_seqs = 1;  // one sequence at a time, as llama-bench
+  engine::Engine engine(engine_options, comm, data);
+  const int64_t context = engine.context_size();
   const auto cases = bench_cases(options);
   for (const auto& test : cases) {
-    comm::check_all(comm, test.depth + test.prompt + test.generate <= context,
+    comm::check_all(comm, test.depth + test.prompt + test.generate < context,
                     fmt::format("test {} needs {} positions but the context holds {} (see --ctx-size)",
-                                test.name, test.depth + test.prompt + test.generate, context));
+                                test.name, test.depth + test.prompt + test.generate + 1, context));
   }
-
-  // Full KV first, then every press x budget; each depth context is prefilled once.
-  auto specs = compression_specs(options.compression, comm);
+  // Full KV first, then every press x budget (compressors loaded now: a bad side file stops here).
   if (specs.front().enabled()) specs.insert(specs.begin(), engine::CompressionSpec{});
-  std::vector<std::unique_ptr<engine::KvCompressor>> compressors;
-  kvstore::KvStoreOptions needs;  // what the presses of this run need from the depth context
   for (const auto& spec : specs) {
-    compressors.push_back(
-        spec.enabled() ? engine::make_compressor(spec, model, comm, loaded.path, loaded.identity) : nullptr);
-    if (compressors.back()) needs = kvstore::covering(needs, compressors.back()->store_options());
+    if (spec.enabled()) engine.compressor(spec);
   }
   std::mt19937_64 rng(options.seed);
-  std::vector<BenchResult> results;
-  for (int64_t depth_tokens : options.depths) {
-    std::uniform_int_distribution<engine::TokenId> random_token(
-        0, static_cast<engine::TokenId>(model.config().vocab_size - 1));
-    std::vector<engine::TokenId> tokens(static_cast<size_t>(depth_tokens));
-    for (auto& id : tokens) id = random_token(rng);
-    const DepthContext depth(model, tokens, needs);
-    for (size_t s = 0; s < specs.size(); ++s) {
-      for (const auto& test : cases) {
-        if (test.depth != depth_tokens) continue;
-        BenchResult result{test, specs[s].label(), {}, 0.0, 0.0};
-        run_case(model, test, depth, rng, comm, specs[s], compressors[s].get());  // warm-up (as llama-bench)
-        for (int r = 0; r < options.repetitions; ++r) {
-          const auto run = run_case(model, test, depth, rng, comm, specs[s], compressors[s].get());
-          result.tokens_per_second.push_back(run.tokens_per_second);
-          result.kv_share += run.kv_share / options.repetitions;
-          result.attention_ms_per_token += run.attention_ms_per_token / options.repetitions;
+  std::vector<BenchResult> results;  // per depth: every setting's tests, as before the engine
+  for (const int64_t depth : options.depths) {
+    std::vector<std::pair<BenchCase, std::vector<std::vector<engine::RequestResult>>>> tests;
+    for (const auto& test : cases) {
+      if (test.depth == depth)
+        tests.emplace_back(test, run_test(engine, test, specs, options.repetitions, rng));
+    }
+    std::string error;  // a run that failed (rank 0 knows): the job stops with it
+    for (const auto& [test, runs] : tests) {
+      for (const auto& setting : runs) {
+        for (const auto& run : setting) {
+          if (run.finish == engine::FinishReason::kError && error.empty())
+            error = fmt::format("test {}: {}", test.name, run.error);
         }
-        results.push_back(result);
       }
+    }
+    comm::check_all(comm, error.empty(), error);
+    if (!comm.world().is_coordinator()) continue;
+    for (size_t s = 0; s < specs.size(); ++s) {
+      for (const auto& [test, runs] : tests) results.push_back(summarize(test, specs[s].label(), runs[s]));
     }
   }
 
@@ -199,8 +199,8 @@ int run_bench(const BenchOptions& options, comm::Communicator& comm) {
   comm.all_gather(std::span<const float>(&own_rss, 1), rss, std::vector<int64_t>(size, 1));
   if (!comm.world().is_coordinator()) return 0;
 
-  const auto& c = model.config();
-  const std::string model_name = std::filesystem::path(options.model).filename().string();
+  const auto& c = engine.model().config();
+  const std::string model_name = std::filesystem::path(options.engine.model).filename().string();
   if (options.output == "json") {
     nlohmann::json out = nlohmann::json::array();
     for (const auto& r : results) {
@@ -232,8 +232,8 @@ int run_bench(const BenchOptions& options, comm::Communicator& comm) {
   fmt::print("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |\n");
   for (const auto& r : results) {
     fmt::print("| {} | {} | {} | {} | {} | {} | {:.2f} ± {:.2f} | {:.1f}% | {:.3f} | {} |\n", model_name,
-               loaded.backend->name(), size, compute_threads(), r.setting, r.test.name, r.mean(), r.stddev(),
-               100 * r.kv_share, r.attention_ms_per_token, fmt::join(rss_text, " / "));
+               engine.loaded().backend->name(), size, compute_threads(), r.setting, r.test.name, r.mean(),
+               r.stddev(), 100 * r.kv_share, r.attention_ms_per_token, fmt::join(rss_text, " / "));
   }
   return 0;
 }

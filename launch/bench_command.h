@@ -2,7 +2,9 @@
 // steps one token at a time; "@ dD" = after a context of D tokens (not timed). Random token ids,
 // repeated --repetitions times; mean ± standard deviation of tokens/s, plus peak RSS per rank.
 // With --press/--budget, every test also runs with each press x budget: the depth context is
-// compressed before the timed part, and the table shows the KV held and the attention time.
+// compressed before the timed part, and the table shows the KV held and the attention time. Runs
+// on the engine's scheduler, one sequence at a time: the depth context is one request's prefill
+// and every timed run a fork of it.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -10,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/serving/engine.h"
 #include "launch/compression_options.h"
 
 namespace kvshrink::comm {
@@ -19,19 +22,17 @@ class Communicator;
 namespace kvshrink::launch {
 
 struct BenchOptions {
-  std::string model;
+  engine::EngineOptions engine;  // model, context, rows per step (prefill chunk), KV pool
   std::vector<int64_t> prompt_sizes = {512, 2048};
   std::vector<int64_t> generate_sizes = {128};
   std::vector<int64_t> depths = {0};
   int repetitions = 3;
   std::string output = "md";  // md | json
-  int64_t context_size = 0;
-  int64_t batch_size = 512;
   uint64_t seed = 1234;
   CompressionOptions compression;  // each press x budget is benchmarked after full KV
 };
 
 CLI::App* add_bench_command(CLI::App& app, BenchOptions& options);
-int run_bench(const BenchOptions& options, comm::Communicator& comm);
+int run_bench(const BenchOptions& options, comm::Communicator& comm, comm::Communicator& data);
 
 }  // namespace kvshrink::launch

@@ -17,7 +17,7 @@
 #include "engine/calibration/head_samples.h"
 #include "engine/calibration/importance_fit.h"
 #include "engine/calibration/kv_calibration.h"
-#include "engine/model/loaded_model.h"
+#include "engine/serving/engine.h"
 #include "launch/model_options.h"
 #include "launch/output_path.h"
 
@@ -290,15 +290,18 @@ CLI::App* add_calibrate_command(CLI::App& app, CalibrateOptions& o) {
   return cmd;
 }
 
-int run_calibrate(const CalibrateOptions& given, comm::Communicator& comm) {
+int run_calibrate(const CalibrateOptions& given, comm::Communicator& comm, comm::Communicator& data) {
   const bool coordinator = comm.world().is_coordinator();
   const auto start = std::chrono::steady_clock::now();
   const std::string out = given.out.empty() ? engine::default_kv_basis_path(given.model).string() : given.out;
   check_output_file(out, comm);
-  auto loaded = engine::load_model(given.model, comm, given.batch_size);
-  auto& model = *loaded.model;
+  engine::Engine engine(
+      {.model = given.model, .context_size = given.context_size, .max_num_batched_tokens = given.batch_size},
+      comm, data);
+  const auto& loaded = engine.loaded();
+  auto& model = engine.model();
   const auto& config = model.config();
-  const int64_t context = engine::context_size_or_default(given.context_size, config, comm);
+  const int64_t context = engine.context_size();
   CalibrateOptions options = given;
   const auto key_space = engine::parse_key_space(options.key_space);
   if (options.calib_offsets.empty()) {

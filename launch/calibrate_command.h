@@ -36,6 +36,6 @@ struct CalibrateOptions {
 };
 
 CLI::App* add_calibrate_command(CLI::App& app, CalibrateOptions& options);
-int run_calibrate(const CalibrateOptions& options, comm::Communicator& comm);
+int run_calibrate(const CalibrateOptions& options, comm::Communicator& comm, comm::Communicator& data);
 
 }  // namespace kvshrink::launch

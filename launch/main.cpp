@@ -65,10 +65,10 @@ int main(int argc, char** argv) {
     if (bench_throughput->parsed()) {
       return launch::run_bench_throughput(bench_throughput_options, *comm, *planes.data);
     }
-    if (bench->parsed()) return launch::run_bench(bench_options, *comm);
+    if (bench->parsed()) return launch::run_bench(bench_options, *comm, *planes.data);
     if (eval->parsed()) return launch::run_eval(eval_options, *comm, *planes.data);
-    if (profile_heads->parsed()) return launch::run_profile_heads(profile_heads_options, *comm);
-    if (calibrate->parsed()) return launch::run_calibrate(calibrate_options, *comm);
+    if (profile_heads->parsed()) return launch::run_profile_heads(profile_heads_options, *comm, *planes.data);
+    if (calibrate->parsed()) return launch::run_calibrate(calibrate_options, *comm, *planes.data);
   } catch (const comm::JobError& e) {
     if (coordinator) std::fprintf(stderr, "kvshrink: error: %s\n", e.what());
     return 1;

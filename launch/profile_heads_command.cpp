@@ -10,9 +10,9 @@
 #include "comm/collective_error.h"
 #include "comm/communicator.h"
 #include "engine/compression/head_profile_file.h"
-#include "engine/model/loaded_model.h"
 #include "engine/profiling/needle_probe.h"
 #include "engine/profiling/retrieval_head_profile.h"
+#include "engine/serving/engine.h"
 #include "eval/synthetic_tasks.h"
 #include "launch/cli_checks.h"
 #include "launch/model_options.h"
@@ -95,16 +95,21 @@ CLI::App* add_profile_heads_command(CLI::App& app, ProfileHeadsOptions& o) {
   return cmd;
 }
 
-int run_profile_heads(const ProfileHeadsOptions& options, comm::Communicator& comm) {
+int run_profile_heads(const ProfileHeadsOptions& options, comm::Communicator& comm,
+                      comm::Communicator& data) {
   const bool coordinator = comm.world().is_coordinator();
   const auto start = std::chrono::steady_clock::now();
   const std::string out =
       options.out.empty() ? engine::default_head_profile_path(options.model).string() : options.out;
   check_output_file(out, comm);
-  auto loaded = engine::load_model(options.model, comm, options.batch_size);
-  auto& model = *loaded.model;
+  engine::Engine engine({.model = options.model,
+                         .context_size = options.context_size,
+                         .max_num_batched_tokens = options.batch_size},
+                        comm, data);
+  const auto& loaded = engine.loaded();
+  auto& model = engine.model();
   const auto& config = model.config();
-  const int64_t context = engine::context_size_or_default(options.context_size, config, comm);
+  const int64_t context = engine.context_size();
   check_context_lengths(options.context_lengths, context, comm);
 
   std::vector<engine::NeedleProbe> probes;

@@ -28,6 +28,6 @@ struct ProfileHeadsOptions {
 };
 
 CLI::App* add_profile_heads_command(CLI::App& app, ProfileHeadsOptions& options);
-int run_profile_heads(const ProfileHeadsOptions& options, comm::Communicator& comm);
+int run_profile_heads(const ProfileHeadsOptions& options, comm::Communicator& comm, comm::Communicator& data);
 
 }  // namespace kvshrink::launch

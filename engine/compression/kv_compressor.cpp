@@ -244,8 +244,9 @@ kvstore::KvStore KvCompressor::compressed_copy(const kvstore::KvStore& kv, int64
 
 kvstore::KvStore KvCompressor::compressed_copy(const kvstore::KvStore& kv,
                                                const CompressionPlan& plan) const {
-  if (!plan.empty() && plan.ranks.empty()) return kv.compacted_copy(local_part(plan.kept));
-  auto copy = kv.copy();
+  const auto options = store_options();  // what this press needs, not what kv records for others
+  if (!plan.empty() && plan.ranks.empty()) return kv.compacted_copy(local_part(plan.kept), options);
+  auto copy = kv.copy(options);
   apply(copy, plan);
   return copy;
 }

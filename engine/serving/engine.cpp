@@ -156,7 +156,7 @@ void Engine::fork(const StepMessage& step, std::map<int64_t, std::string>& faile
       failed[id] = job->error;
       continue;
     }
-    auto kv = job ? job->compressor->compressed_copy(parent.kv, job->plan) : parent.kv.copy();
+    auto kv = job ? job->compressor->compressed_copy(parent.kv, job->plan) : parent.kv.copy({});
     auto& child = live_.emplace(id, Live{std::move(kv), job ? job->compressor : nullptr, {}}).first->second;
     child.note_compression_point();
   }
@@ -289,8 +289,12 @@ std::vector<RequestResult> Engine::run(std::vector<Request> requests) {
     std::map<int64_t, std::string> failed;
     std::vector<float> logits;
     std::set<int64_t> not_run;
+    const double attention_before = loaded_.model->attention_seconds();
     execute(step, failed, logits, not_run);
-    if (coordinator) scheduler.sampled_logits(step, logits, config.vocab_size, not_run, now());
+    if (coordinator) {
+      scheduler.add_attention(step, not_run, loaded_.model->attention_seconds() - attention_before);
+      scheduler.sampled_logits(step, logits, config.vocab_size, not_run, now());
+    }
     last = report(std::move(failed));
     ++stats_.steps;
     running_sum += static_cast<double>(running);

@@ -47,8 +47,11 @@ struct RequestResult {
   std::string error;  // with kError: why the request failed alone
   int64_t prompt_tokens = 0;
   int64_t preemptions = 0;
-  double arrival_seconds = 0.0;      // since the run started
-  double first_token_seconds = 0.0;  // since the run started
+  double arrival_seconds = 0.0;       // since the run started
+  double start_seconds = 0.0;         // since the run started: its first rows were scheduled
+  double first_token_seconds = 0.0;   // since the run started
+  std::vector<double> token_seconds;  // [i]: when tokens[i] was sampled, since the run started
+  double attention_seconds = 0.0;     // rank 0's attention time in its steps (shared evenly in a step)
   double finish_seconds = 0.0;
   uint64_t kv_bytes_held = 0;  // all ranks' token bytes right before the sequence ended
   uint64_t kv_bytes_full = 0;  // what full KV would hold for the same positions

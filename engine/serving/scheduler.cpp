@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <utility>
 
 #include "kvstore/press_registry.h"
 
@@ -32,6 +33,8 @@ struct Scheduler::Entry {
   bool decoding = false;    // prefill done: each step runs `next`
   bool compressed = false;  // the first compression ran (or it was forked compressed)
   bool finished = false;
+  bool started = false;       // its first rows were scheduled
+  bool just_forked = false;   // made in this step: its rows start in the next one
   TokenId next = 0;           // sampled, to run in the next step
   int64_t decode_steps = 0;   // decode rows run since the last prefill
   int64_t budget_tokens = 0;  // resolved for the prompt
@@ -218,6 +221,7 @@ void Scheduler::make_forks(std::vector<int64_t>& avail, StepMessage& step, doubl
       c.prefilled = parent.compress_at();
       c.compressed = true;
       c.added = true;
+      c.just_forked = true;
       step.forks.push_back({child_id, id, static_cast<int64_t>(f), c.budget_tokens});
       running_.push_back(child_id);
       ++active;
@@ -267,7 +271,7 @@ StepMessage Scheduler::next_step(const StepReport& report, double now) {
   while (!waiting_.empty() && running() < limits_.max_num_seqs) {
     if (!admit(*entries_.at(waiting_.front()), avail, step, now)) break;
   }
-  add_rows(step);
+  add_rows(step, now);
   // Sequences that finished while waiting (too large for the pool) hold nothing on the ranks.
   std::erase_if(to_release_, [&](int64_t id) {
     if (entries_.at(id)->added) return false;
@@ -311,11 +315,17 @@ void Scheduler::reserve_running(std::vector<int64_t>& avail, const StepReport& r
 
 // Decode rows first (one token each), then prefill chunks in admission order up to the token
 // budget; a chunk ends at the prompt's end, where the first compression runs (or the forks copy).
-void Scheduler::add_rows(StepMessage& step) {
+void Scheduler::add_rows(StepMessage& step, double now) {
   int64_t budget = limits_.max_num_batched_tokens;
+  const auto runs = [&](Entry& e) {  // its rows may run now (a fork's copy is made in a step of its own)
+    if (e.paused() || std::exchange(e.just_forked, false)) return false;
+    if (!e.started) e.result->start_seconds = now;
+    e.started = true;
+    return true;
+  };
   for (const int64_t id : running_) {
     auto& e = *entries_.at(id);
-    if (!e.decoding || e.paused() || budget == 0) continue;
+    if (!e.decoding || budget == 0 || !runs(e)) continue;
     step.rows.push_back({id, {e.next}, true});
     if (e.compress_due()) {
       // DynaKV alone evicts nothing: it keeps its share of the grown sequence.
@@ -327,7 +337,7 @@ void Scheduler::add_rows(StepMessage& step) {
   }
   for (const int64_t id : running_) {
     auto& e = *entries_.at(id);
-    if (e.decoding || e.paused() || budget == 0) continue;
+    if (e.decoding || budget == 0 || !runs(e)) continue;
     const auto end = static_cast<int64_t>(e.input.size());
     const int64_t stop = e.prefilled < e.compress_at() ? e.compress_at() : end;
     const int64_t chunk = std::min(budget, stop - e.prefilled);
@@ -370,10 +380,20 @@ void Scheduler::sampled_logits(const StepMessage& step, std::span<const float> l
   }
 }
 
+void Scheduler::add_attention(const StepMessage& step, const std::set<int64_t>& not_run, double seconds) {
+  std::vector<Entry*> ran;
+  for (const auto& rows : step.rows) {
+    if (auto it = entries_.find(rows.id); it != entries_.end() && !not_run.contains(rows.id))
+      ran.push_back(it->second.get());
+  }
+  for (auto* e : ran) e->result->attention_seconds += seconds / static_cast<double>(ran.size());
+}
+
 void Scheduler::accept_token(Entry& e, TokenId token, double now) {
   auto& result = *e.result;
   if (result.tokens.empty()) result.first_token_seconds = now;
   result.tokens.push_back(token);
+  result.token_seconds.push_back(now);
   e.next = token;
   const bool keep_going = !e.request.on_token || e.request.on_token(token);
   const size_t old_size = e.text.size();

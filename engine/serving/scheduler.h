@@ -57,6 +57,9 @@ class Scheduler {
   void sampled_logits(const StepMessage& step, std::span<const float> logits, int64_t vocab,
                       const std::set<int64_t>& not_run, double now);
 
+  // Rank 0's attention time in the step, shared evenly by the sequences whose rows ran.
+  void add_attention(const StepMessage& step, const std::set<int64_t>& not_run, double seconds);
+
   int64_t running() const;
   int64_t waiting() const { return static_cast<int64_t>(waiting_.size()); }
 
@@ -65,7 +68,7 @@ class Scheduler {
   void finish(Entry& entry, FinishReason reason, double now);
   void preempt(Entry& entry, std::vector<int64_t>& avail, const StepReport& report, StepMessage& step);
   bool admit(Entry& entry, std::vector<int64_t>& avail, StepMessage& step, double now);
-  void add_rows(StepMessage& step);
+  void add_rows(StepMessage& step, double now);
   void accept_token(Entry& entry, TokenId token, double now);
   void reserve_running(std::vector<int64_t>& avail, const StepReport& report, StepMessage& step);
   void make_forks(std::vector<int64_t>& avail, StepMessage& step, double now);
