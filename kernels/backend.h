@@ -41,7 +41,7 @@ struct HeadAttention {
 
   // Optional outputs, for attention split over several segments and for scoring presses:
   // lse[i*group + j] = log of the softmax denominator of query i, head j over these tokens
-  // (natural log, max included; -inf when it sees none). Merge segments with merge_attention().
+  // (natural log, max included; -inf when it sees none). Merge segments with Backend::merge_attention().
   float* lse = nullptr;
   // With track_mass, each block's mass[t] += mean over the group's heads of sum over the m queries
   // of the probability given to token t (H2O's accumulated attention). Probabilities are
@@ -86,11 +86,6 @@ struct LowRankAttention {
   float scale;      // 1 / sqrt(head_dim)
 };
 
-// Online-softmax merge of the same queries' attention over a second token set (FlashInfer's
-// state merge): out/lse [m x group] take in out_b/lse_b; rows given as in HeadAttention.
-void merge_attention(float* out, int64_t out_stride, float* lse, const float* out_b, int64_t out_b_stride,
-                     const float* lse_b, int64_t m, int64_t group, int64_t head_dim);
-
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -98,6 +93,9 @@ class Backend {
 
   // y[m x w.rows] = x[m x w.cols] . w^T
   virtual void matmul(const Weight& w, const float* x, float* y, int64_t m) = 0;
+  // y[m x n] = x[m x k] . b[n x k]^T, all f32 row-major and contiguous (b: n rows of k floats, e.g.
+  // the first n vectors of a basis)
+  virtual void matmul_f32(const float* x, const float* b, float* y, int64_t m, int64_t n, int64_t k) = 0;
   // y[m x n] = x / sqrt(mean(x^2) + eps) * gamma[n], row by row (y may alias x)
   virtual void rms_norm(const float* x, const float* gamma, float* y, int64_t m, int64_t n, float eps) = 0;
   // x[m x n_heads x head_dim], rotated in place by position: pairs (2i, 2i+1) by
@@ -110,6 +108,14 @@ class Backend {
   virtual void add(float* y, const float* x, int64_t count) = 0;
   virtual void attention(const HeadAttention& args) = 0;
   virtual void low_rank_attention(const LowRankAttention& args) = 0;
+  // Online-softmax merge of the same queries' attention over a second token set (FlashInfer's
+  // state merge). Before: out/lse hold the attention over set A, out_b/lse_b over set B; after:
+  // out/lse hold it over A and B. Query head j of token i (i < m, j < group) at
+  // out + i*out_stride + j*head_dim (out_b likewise with out_b_stride); its log-denominator at
+  // lse[i*group + j] (lse_b likewise), -inf when its set holds no token the query sees.
+  virtual void merge_attention(float* out, int64_t out_stride, float* lse, const float* out_b,
+                               int64_t out_b_stride, const float* lse_b, int64_t m, int64_t group,
+                               int64_t head_dim) = 0;
   // Observation-window attention (scoring presses): out[t] for every token t of the blocks, in
   // order, = mean over the n_queries queries and the group's heads of softmax_t(scale * q . k_t),
   // causal by position. Query head j of query i at q + i*q_stride + j*head_dim.

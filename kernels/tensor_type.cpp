@@ -2,6 +2,8 @@
 
 #include <array>
 
+#include "kernels/cpu/dequantize.h"
+
 namespace kvshrink::kernels {
 namespace {
 
@@ -30,6 +32,10 @@ const TensorTypeInfo& tensor_type_info(TensorType type) {
     if (info.type == type) return info;
   }
   return kTypes[0];  // unreachable for a valid enum value
+}
+
+void dequantize_row_to_f32(TensorType type, const void* src, float* dst, int64_t n) {
+  cpu::dequantize_row(type, src, dst, n);
 }
 
 }  // namespace kvshrink::kernels

@@ -31,4 +31,9 @@ struct TensorTypeInfo {
 std::optional<TensorTypeInfo> tensor_type_info(uint32_t type_id);
 const TensorTypeInfo& tensor_type_info(TensorType type);
 
+// dst[0..n) = the n elements of a row of `type` in host memory (e.g. a GGUF file's tensor data),
+// decoded to float32: the host-side format decoding of weight loading. n must be a whole number of
+// blocks; throws std::invalid_argument otherwise. src aligned to 2 bytes (4 for F32).
+void dequantize_row_to_f32(TensorType type, const void* src, float* dst, int64_t n);
+
 }  // namespace kvshrink::kernels

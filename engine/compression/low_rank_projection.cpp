@@ -1,11 +1,12 @@
 #include "engine/compression/low_rank_projection.h"
 
-#include <cblas.h>
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <map>
 #include <stdexcept>
+
+#include "kernels/backend_factory.h"
 
 namespace kvshrink::engine {
 
@@ -26,20 +27,18 @@ std::vector<float> keys_in_basis_space(const float* keys, const int32_t* positio
 }
 
 std::vector<float> project_rows(const float* rows, int64_t n, std::span<const float> basis, int64_t head_dim,
-                                int64_t r) {
+                                int64_t r, kernels::Backend& backend) {
   std::vector<float> z(static_cast<size_t>(n * r));
   if (n == 0 || r == 0) return z;
   if (basis.size() < static_cast<size_t>(r * head_dim))
     throw std::invalid_argument("project_rows: basis too small");
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(r),
-              static_cast<int>(head_dim), 1.0f, rows, static_cast<int>(head_dim), basis.data(),
-              static_cast<int>(head_dim), 0.0f, z.data(), static_cast<int>(r));
+  backend.matmul_f32(rows, basis.data(), z.data(), n, r, head_dim);
   return z;
 }
 
 std::vector<float> relative_errors(const float* rows, int64_t n, int64_t d, std::span<const float> basis,
-                                   std::span<const int32_t> ranks) {
-  const auto z = project_rows(rows, n, basis, d, d);
+                                   std::span<const int32_t> ranks, kernels::Backend& backend) {
+  const auto z = project_rows(rows, n, basis, d, d, backend);
   std::vector<float> errors(static_cast<size_t>(n) * ranks.size(), 0.0f);
   std::vector<double> tail(static_cast<size_t>(d + 1));
   for (int64_t t = 0; t < n; ++t) {
@@ -56,12 +55,19 @@ std::vector<float> relative_errors(const float* rows, int64_t n, int64_t d, std:
   return errors;
 }
 
+std::vector<float> relative_errors(const float* rows, int64_t n, int64_t d, std::span<const float> basis,
+                                   std::span<const int32_t> ranks) {
+  const auto backend = kernels::make_backend("cpu");
+  return relative_errors(rows, n, d, basis, ranks, *backend);
+}
+
 namespace {
 
 // errors += relative_errors(...)
 void add_relative_errors(const float* rows, int64_t n, int64_t d, std::span<const float> basis,
-                         std::span<const int32_t> ranks, std::vector<float>& errors) {
-  const auto more = relative_errors(rows, n, d, basis, ranks);
+                         std::span<const int32_t> ranks, kernels::Backend& backend,
+                         std::vector<float>& errors) {
+  const auto more = relative_errors(rows, n, d, basis, ranks, backend);
   for (size_t i = 0; i < more.size(); ++i) errors[i] += more[i];
 }
 
@@ -84,8 +90,8 @@ std::vector<float> reconstruction_errors(const kvstore::HeadCache& head, const k
     segment_errors.assign(static_cast<size_t>(n) * ranks.size(), 0.0f);
     const auto keys =
         keys_in_basis_space(segment.keys().data(), segment.positions().data(), n, basis, backend);
-    add_relative_errors(keys.data(), n, d, basis.key, ranks, segment_errors);
-    add_relative_errors(segment.values().data(), n, d, basis.value, ranks, segment_errors);
+    add_relative_errors(keys.data(), n, d, basis.key, ranks, backend, segment_errors);
+    add_relative_errors(segment.values().data(), n, d, basis.value, ranks, backend, segment_errors);
     std::copy(segment_errors.begin(), segment_errors.end(),
               errors.begin() + first * static_cast<int64_t>(ranks.size()));
     first += n;
@@ -124,8 +130,8 @@ kvstore::HeadCache mixed_dimension_copy(const kvstore::HeadCache& head, std::spa
     const int64_t n = tokens.tokens();
     const auto positions = tokens.positions();
     const auto keys = keys_in_basis_space(tokens.keys().data(), positions.data(), n, *basis, backend);
-    const auto key_coefficients = project_rows(keys.data(), n, basis->key, d, rank);
-    const auto value_coefficients = project_rows(tokens.values().data(), n, basis->value, d, rank);
+    const auto key_coefficients = project_rows(keys.data(), n, basis->key, d, rank, backend);
+    const auto value_coefficients = project_rows(tokens.values().data(), n, basis->value, d, rank, backend);
     out.add_low_rank({basis, std::make_shared<kvstore::LowRankBlock>(rank, 1, key_coefficients.data(),
                                                                      value_coefficients.data(),
                                                                      positions.data(), n, head.pool())});
@@ -169,8 +175,8 @@ std::vector<float> joint_reconstruction_errors(std::span<const kvstore::HeadCach
   concatenated_rows(heads, basis, backend, keys, values);
   const int64_t n = heads[0]->tokens();
   std::vector<float> errors(static_cast<size_t>(n) * ranks.size(), 0.0f);
-  add_relative_errors(keys.data(), n, basis.dim, basis.key, ranks, errors);
-  add_relative_errors(values.data(), n, basis.dim, basis.value, ranks, errors);
+  add_relative_errors(keys.data(), n, basis.dim, basis.key, ranks, backend, errors);
+  add_relative_errors(values.data(), n, basis.dim, basis.value, ranks, backend, errors);
   return errors;
 }
 
@@ -201,8 +207,8 @@ std::vector<kvstore::HeadCache> joint_dimension_copy(std::span<const kvstore::He
     std::vector<float> keys, values;
     concatenated_rows(part_pointers, basis, backend, keys, values);
     const auto n = static_cast<int64_t>(indices.size());
-    const auto key_coefficients = project_rows(keys.data(), n, basis.key, basis.dim, rank);
-    const auto value_coefficients = project_rows(values.data(), n, basis.value, basis.dim, rank);
+    const auto key_coefficients = project_rows(keys.data(), n, basis.key, basis.dim, rank, backend);
+    const auto value_coefficients = project_rows(values.data(), n, basis.value, basis.dim, rank, backend);
     const auto positions = parts[0].segments().front().positions();
     const auto block = std::make_shared<const kvstore::LowRankBlock>(rank, n_heads, key_coefficients.data(),
                                                                      value_coefficients.data(),

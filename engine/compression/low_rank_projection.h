@@ -24,14 +24,18 @@ void unrotate_keys(float* keys, const int32_t* positions, int64_t n, int64_t d, 
 std::vector<float> keys_in_basis_space(const float* keys, const int32_t* positions, int64_t n,
                                        const kvstore::HeadBasis& basis, kernels::Backend& backend);
 
-// Z [n x r] = X [n x head_dim] . U[:r]^T: coefficients of rows in the first r basis vectors.
+// Z [n x r] = X [n x head_dim] . U[:r]^T: coefficients of rows in the first r basis vectors
+// (backend.matmul_f32).
 std::vector<float> project_rows(const float* rows, int64_t n, std::span<const float> basis, int64_t head_dim,
-                                int64_t r);
+                                int64_t r, kernels::Backend& backend);
 
 // errors[t * ranks.size() + i] = ||x - P_r x||^2 / ||x||^2 of row t of X [n x d] at r = ranks[i]
 // (each in [0, d]) in `basis` (d orthonormal vectors of d floats), from the tail sum over k >= r
 // of the squared coefficients c = U x, free of the cancellation in ||x||^2 - ||c_r||^2; 0 for a
 // zero row.
+std::vector<float> relative_errors(const float* rows, int64_t n, int64_t d, std::span<const float> basis,
+                                   std::span<const int32_t> ranks, kernels::Backend& backend);
+// The same for rows in host memory, on a CPU backend of its own (calibration samples).
 std::vector<float> relative_errors(const float* rows, int64_t n, int64_t d, std::span<const float> basis,
                                    std::span<const int32_t> ranks);
 
@@ -54,9 +58,9 @@ kvstore::HeadCache mixed_dimension_copy(const kvstore::HeadCache& head, std::spa
 // of the keys at key[k * D, (k + 1) * D), and each head's view of it (latent_dim D, components cut
 // to the head).
 struct JointBasis {
-  int64_t dim = 0;  // D
-  std::vector<float> key;    // [D x D]
-  std::vector<float> value;  // [D x D]
+  int64_t dim = 0;                                               // D
+  std::vector<float> key;                                        // [D x D]
+  std::vector<float> value;                                      // [D x D]
   std::vector<std::shared_ptr<const kvstore::HeadBasis>> heads;  // [n_heads]
 };
 
@@ -70,7 +74,8 @@ std::vector<float> joint_reconstruction_errors(std::span<const kvstore::HeadCach
 // >= D stay full-dimension tokens in each head; lower ranks go to one block per rank that every
 // head's segment shares (each counts 1/n_heads of it).
 std::vector<kvstore::HeadCache> joint_dimension_copy(std::span<const kvstore::HeadCache* const> heads,
-                                                     std::span<const int32_t> kept, std::span<const int32_t> ranks,
-                                                     const JointBasis& basis, kernels::Backend& backend);
+                                                     std::span<const int32_t> kept,
+                                                     std::span<const int32_t> ranks, const JointBasis& basis,
+                                                     kernels::Backend& backend);
 
 }  // namespace kvshrink::engine

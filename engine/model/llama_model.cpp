@@ -212,7 +212,7 @@ void LlamaModel::attend_head(int64_t row0, int64_t m, int64_t h, kvstore::HeadCa
   };
   auto merge = [&] {
     if (!first) {
-      kernels::merge_attention(head_out, hq * d, lse_.data(), segment_out_.data(), group * d,
+      backend_.merge_attention(head_out, hq * d, lse_.data(), segment_out_.data(), group * d,
                                segment_lse_.data(), m, group, d);
     }
     first = false;

@@ -5,7 +5,7 @@
 #include <cstring>
 
 #include "engine/gguf/gguf_file.h"
-#include "kernels/cpu/dequantize.h"
+#include "kernels/tensor_type.h"
 
 namespace kvshrink::engine {
 namespace {
@@ -59,7 +59,7 @@ Weight load_columns(const GgufFile& file, const std::string& name, int64_t cols,
   std::vector<float> full_row(static_cast<size_t>(cols));
   std::vector<float> values(static_cast<size_t>(rows * range.size()));
   for (int64_t r = 0; r < rows; ++r) {
-    kernels::cpu::dequantize_row(tensor.type, data.data() + r * row_bytes, full_row.data(), cols);
+    kernels::dequantize_row_to_f32(tensor.type, data.data() + r * row_bytes, full_row.data(), cols);
     std::memcpy(values.data() + r * range.size(), full_row.data() + range.begin,
                 range.size() * sizeof(float));
   }
@@ -69,7 +69,7 @@ Weight load_columns(const GgufFile& file, const std::string& name, int64_t cols,
 std::vector<float> load_vector(const GgufFile& file, const std::string& name, int64_t n) {
   const auto& tensor = tensor_with_shape(file, name, n, 1);
   std::vector<float> values(static_cast<size_t>(n));
-  kernels::cpu::dequantize_row(tensor.type, file.tensor_data(tensor).data(), values.data(), n);
+  kernels::dequantize_row_to_f32(tensor.type, file.tensor_data(tensor).data(), values.data(), n);
   return values;
 }
 

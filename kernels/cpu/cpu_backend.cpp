@@ -46,6 +46,12 @@ void CpuBackend::matmul(const Weight& w, const float* x, float* y, int64_t m) {
   }
 }
 
+void CpuBackend::matmul_f32(const float* x, const float* b, float* y, int64_t m, int64_t n, int64_t k) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n),
+              static_cast<int>(k), 1.0f, x, static_cast<int>(k), b, static_cast<int>(k), 0.0f, y,
+              static_cast<int>(n));
+}
+
 void CpuBackend::rms_norm(const float* x, const float* gamma, float* y, int64_t m, int64_t n, float eps) {
   for (int64_t row = 0; row < m; ++row) {
     const float* xr = x + row * n;

@@ -12,6 +12,7 @@ class CpuBackend final : public Backend {
  public:
   std::string_view name() const override { return "cpu"; }
   void matmul(const Weight& w, const float* x, float* y, int64_t m) override;
+  void matmul_f32(const float* x, const float* b, float* y, int64_t m, int64_t n, int64_t k) override;
   void rms_norm(const float* x, const float* gamma, float* y, int64_t m, int64_t n, float eps) override;
   void rope(float* x, int64_t m, int64_t n_heads, int64_t head_dim, const int32_t* positions,
             float freq_base) override;
@@ -19,6 +20,9 @@ class CpuBackend final : public Backend {
   void add(float* y, const float* x, int64_t count) override;
   void attention(const HeadAttention& args) override;
   void low_rank_attention(const LowRankAttention& args) override;  // low_rank_attention.cpp
+  void merge_attention(float* out, int64_t out_stride, float* lse, const float* out_b, int64_t out_b_stride,
+                       const float* lse_b, int64_t m, int64_t group,
+                       int64_t head_dim) override;  // merge_attention.cpp
   void window_attention_mean(const float* q, int64_t q_stride, const int32_t* q_positions, int64_t n_queries,
                              int64_t group, int64_t head_dim, float scale,
                              std::span<const KvBlockView> blocks, float* out) override;

@@ -149,8 +149,8 @@ TEST(SegmentedAttention, MergedSegmentsEqualOneSegment) {
   std::vector<float> merged(out_size), lse(lse_size), part(out_size), part_lse(lse_size);
   run(0, 5, merged.data(), lse.data(), nullptr, nullptr);
   run(5, 7, part.data(), part_lse.data(), nullptr, nullptr);
-  kernels::merge_attention(merged.data(), kGroup * kDim, lse.data(), part.data(), kGroup * kDim,
-                           part_lse.data(), kQueries, kGroup, kDim);
+  backend.merge_attention(merged.data(), kGroup * kDim, lse.data(), part.data(), kGroup * kDim,
+                          part_lse.data(), kQueries, kGroup, kDim);
   for (size_t i = 0; i < out_size; ++i) EXPECT_NEAR(merged[i], whole[i], 1e-5f) << i;
 
   std::vector<float> mass(kTokens, 0.0f), scratch(out_size);

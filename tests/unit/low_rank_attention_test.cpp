@@ -46,8 +46,8 @@ std::shared_ptr<HeadBasis> make_basis(bool pre_rope) {
 
 // x [n x d] -> U[:r]^T (U[:r] x): the projection onto the first r basis vectors.
 std::vector<float> reconstruct(const std::vector<float>& x, int64_t n, const std::vector<float>& basis,
-                               int64_t r) {
-  const auto z = engine::project_rows(x.data(), n, basis, kDim, r);
+                               int64_t r, kernels::Backend& backend) {
+  const auto z = engine::project_rows(x.data(), n, basis, kDim, r, backend);
   std::vector<float> out(x.size(), 0.0f);
   for (int64_t t = 0; t < n; ++t) {
     for (int64_t k = 0; k < r; ++k) {
@@ -180,8 +180,9 @@ TEST(LowRankAttentionTest, FullRankEqualsDenseAttention) {
     const auto basis = make_basis(pre_rope);
     // rank d in a segment of its own (the store keeps rank d dense; the kernel must still agree)
     const auto keys = engine::keys_in_basis_space(t.keys.data(), t.positions.data(), t.n, *basis, backend);
-    const auto key_coefficients = engine::project_rows(keys.data(), t.n, basis->key, kDim, kDim);
-    const auto value_coefficients = engine::project_rows(t.values.data(), t.n, basis->value, kDim, kDim);
+    const auto key_coefficients = engine::project_rows(keys.data(), t.n, basis->key, kDim, kDim, backend);
+    const auto value_coefficients =
+        engine::project_rows(t.values.data(), t.n, basis->value, kDim, kDim, backend);
     kvstore::KvMemoryPool pool(0, kvstore::HeadSegment::block_bytes(kDim));
     const kvstore::LowRankSegment segment{
         basis,
@@ -205,9 +206,9 @@ TEST(LowRankAttentionTest, RankREqualsDenseAttentionOnReconstructedKeysAndValues
       const auto segment = all_at_rank(backend, t, basis, rank);
       // Reference: keys reconstructed in the basis's space (pre-RoPE: unrotated, then rotated back).
       auto keys = engine::keys_in_basis_space(t.keys.data(), t.positions.data(), t.n, *basis, backend);
-      keys = reconstruct(keys, t.n, basis->key, rank);
+      keys = reconstruct(keys, t.n, basis->key, rank, backend);
       if (pre_rope) backend.rope(keys.data(), t.n, 1, kDim, t.positions.data(), kRopeBase);
-      const auto values = reconstruct(t.values, t.n, basis->value, rank);
+      const auto values = reconstruct(t.values, t.n, basis->value, rank, backend);
       const auto queries = make_queries(3, 48);
       const auto dense = dense_attention(backend, queries, keys, values, t.positions);
       const auto low = low_rank_attention(backend, queries, segment);
@@ -248,8 +249,8 @@ TEST(LowRankAttentionTest, RankBucketsMergedEqualOneDensePass) {
   for (size_t i = 0; i < kept.size(); ++i) {
     const std::vector<float> k(t.keys.begin() + kept[i] * kDim, t.keys.begin() + (kept[i] + 1) * kDim);
     const std::vector<float> v(t.values.begin() + kept[i] * kDim, t.values.begin() + (kept[i] + 1) * kDim);
-    const auto rk = reconstruct(k, 1, basis->key, ranks[i]);
-    const auto rv = reconstruct(v, 1, basis->value, ranks[i]);
+    const auto rk = reconstruct(k, 1, basis->key, ranks[i], backend);
+    const auto rv = reconstruct(v, 1, basis->value, ranks[i], backend);
     keys.insert(keys.end(), rk.begin(), rk.end());
     values.insert(values.end(), rv.begin(), rv.end());
     positions.push_back(kept[i]);
@@ -264,8 +265,8 @@ TEST(LowRankAttentionTest, RankBucketsMergedEqualOneDensePass) {
   auto merged = dense_attention(backend, queries, full_keys, full_values, full_positions);
   for (const auto& segment : head.low_rank()) {
     const auto part = low_rank_attention(backend, queries, segment);
-    kernels::merge_attention(merged.out.data(), kGroup * kDim, merged.lse.data(), part.out.data(),
-                             kGroup * kDim, part.lse.data(), 1, kGroup, kDim);
+    backend.merge_attention(merged.out.data(), kGroup * kDim, merged.lse.data(), part.out.data(),
+                            kGroup * kDim, part.lse.data(), 1, kGroup, kDim);
   }
   expect_same_attention(merged, dense);
 
@@ -273,14 +274,14 @@ TEST(LowRankAttentionTest, RankBucketsMergedEqualOneDensePass) {
   // merged with the dense segment; and with five query tokens.
   auto one_call = dense_attention(backend, queries, full_keys, full_values, full_positions);
   const auto buckets = low_rank_attention(backend, queries, head.low_rank());
-  kernels::merge_attention(one_call.out.data(), kGroup * kDim, one_call.lse.data(), buckets.out.data(),
-                           kGroup * kDim, buckets.lse.data(), 1, kGroup, kDim);
+  backend.merge_attention(one_call.out.data(), kGroup * kDim, one_call.lse.data(), buckets.out.data(),
+                          kGroup * kDim, buckets.lse.data(), 1, kGroup, kDim);
   expect_same_attention(one_call, dense);
   const auto five = make_queries(5, 57);  // the first queries do not see the last tokens
   auto five_merged = dense_attention(backend, five, full_keys, full_values, full_positions);
   const auto five_buckets = low_rank_attention(backend, five, head.low_rank());
-  kernels::merge_attention(five_merged.out.data(), kGroup * kDim, five_merged.lse.data(),
-                           five_buckets.out.data(), kGroup * kDim, five_buckets.lse.data(), 5, kGroup, kDim);
+  backend.merge_attention(five_merged.out.data(), kGroup * kDim, five_merged.lse.data(),
+                          five_buckets.out.data(), kGroup * kDim, five_buckets.lse.data(), 5, kGroup, kDim);
   expect_same_attention(five_merged, dense_attention(backend, five, keys, values, positions));
 }
 
@@ -292,8 +293,8 @@ TEST(LowRankAttentionTest, ReconstructionErrorsFollowTheCoefficientTails) {
   const auto errors = engine::reconstruction_errors(t.head, *basis, ranks, backend);
   ASSERT_EQ(errors.size(), 15u);
   auto keys = engine::keys_in_basis_space(t.keys.data(), t.positions.data(), t.n, *basis, backend);
-  const auto rk = reconstruct(keys, t.n, basis->key, 4);
-  const auto rv = reconstruct(t.values, t.n, basis->value, 4);
+  const auto rk = reconstruct(keys, t.n, basis->key, 4, backend);
+  const auto rv = reconstruct(t.values, t.n, basis->value, 4, backend);
   for (int64_t i = 0; i < t.n; ++i) {
     double kd = 0, kn = 0, vd = 0, vn = 0;
     for (int64_t c = 0; c < kDim; ++c) {
@@ -361,8 +362,8 @@ TEST(LowRankAttentionTest, JointBasisSharesOneBlockAcrossHeads) {
     std::copy_n(a.values.data() + t * kDim, kDim, cat_v.data() + t * jd);
     std::copy_n(b.values.data() + t * kDim, kDim, cat_v.data() + t * jd + kDim);
   }
-  const auto zk = engine::project_rows(cat_k.data(), 20, joint.key, jd, 12);
-  const auto zv = engine::project_rows(cat_v.data(), 20, joint.value, jd, 12);
+  const auto zk = engine::project_rows(cat_k.data(), 20, joint.key, jd, 12, backend);
+  const auto zv = engine::project_rows(cat_v.data(), 20, joint.value, jd, 12, backend);
   const auto queries = make_queries(1, 25);
   for (int64_t h = 0; h < 2; ++h) {
     std::vector<float> keys(static_cast<size_t>(20 * kDim), 0.0f), values(keys.size(), 0.0f);

@@ -1,14 +1,17 @@
+// CpuBackend::merge_attention (kernels/backend.h): the online-softmax merge of two token sets'
+// attention for the same queries.
 #include <cmath>
 #include <limits>
 
-#include "kernels/backend.h"
+#include "kernels/cpu/cpu_backend.h"
 
-namespace kvshrink::kernels {
+namespace kvshrink::kernels::cpu {
 
 // For each query row i and head j: with a = lse, b = lse_b and m = max(a, b),
 //   out = (e^(a-m) out + e^(b-m) out_b) / (e^(a-m) + e^(b-m)),  lse = m + log(e^(a-m) + e^(b-m)).
-void merge_attention(float* out, int64_t out_stride, float* lse, const float* out_b, int64_t out_b_stride,
-                     const float* lse_b, int64_t m, int64_t group, int64_t head_dim) {
+void CpuBackend::merge_attention(float* out, int64_t out_stride, float* lse, const float* out_b,
+                                 int64_t out_b_stride, const float* lse_b, int64_t m, int64_t group,
+                                 int64_t head_dim) {
   constexpr float kNone = -std::numeric_limits<float>::infinity();
   for (int64_t i = 0; i < m; ++i) {
     for (int64_t j = 0; j < group; ++j) {
@@ -32,4 +35,4 @@ void merge_attention(float* out, int64_t out_stride, float* lse, const float* ou
   }
 }
 
-}  // namespace kvshrink::kernels
+}  // namespace kvshrink::kernels::cpu
