@@ -79,6 +79,8 @@ nlohmann::json to_json(const std::string& setting, const engine::ThroughputSumma
   return {{"setting", setting},
           {"requests", s.requests},
           {"failed", s.failed},
+          {"input_tokens", s.input_tokens},
+          {"output_tokens", s.output_tokens},
           {"seconds", s.seconds},
           {"requests_per_second", s.requests_per_second},
           {"output_tokens_per_second", s.output_tokens_per_second},

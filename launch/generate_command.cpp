@@ -65,6 +65,9 @@ CLI::App* add_generate_command(CLI::App& app, GenerateOptions& o) {
   cmd->add_option("-n,--max-tokens", o.max_tokens, "Most tokens to generate")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+  cmd->add_option("--stop", o.stop,
+                  "Stop when the generated text contains this string (repeat the flag for several); it is "
+                  "printed with the text");
   add_sampling_options(*cmd, o.sampling);
   add_compression_options(*cmd, o.compression, /*several=*/false);
   cmd->add_flag("!--no-stats", o.show_stats, "Do not print timings and memory to stderr");
@@ -90,6 +93,7 @@ int run_generate(const GenerateOptions& options, comm::Communicator& comm, comm:
   }
   request.sampling = options.sampling;
   request.max_tokens = options.max_tokens;
+  request.stop = options.stop;
   request.compression = spec;
   engine::StreamingDecoder decoder(tokenizer);
   request.on_token = [&](engine::TokenId id) {

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "engine/generation/sampler.h"
 #include "engine/serving/engine.h"
@@ -22,6 +23,7 @@ struct GenerateOptions {
   std::string prompt_file;
   bool chat = false;
   int64_t max_tokens = 128;
+  std::vector<std::string> stop;  // stop strings
   engine::SamplingParams sampling;
   bool show_stats = true;
   CompressionOptions compression;

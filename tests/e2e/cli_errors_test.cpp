@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "engine/compression/head_profile_file.h"
@@ -167,6 +168,30 @@ TEST_F(CliErrorsTest, PromptLongerThanContext) {
                      "exceeds the model's trained context");
 }
 
+// A KV pool too small for one block, or for the prompt's full KV: one clear line, before or instead
+// of any generation. A pool that holds a few sequences at a time: bench-throughput preempts and
+// recomputes, and every request still finishes.
+TEST_F(CliErrorsTest, TinyKvMemory) {
+  expect_clean_error(2, "generate -m " + model() + " -p hi --kv-memory 1KiB", "holds no KV block");
+  expect_clean_error(
+      2,
+      "generate -m " + model() +
+          " --kv-memory 700KiB -p 'a prompt long enough that its full KV on one rank needs more "
+          "blocks than a pool of well under a megabyte can hold at once, surely'",
+      "raise --kv-memory");
+  const auto result = run(mpirun_kvshrink(2) + " bench-throughput -m " + model() +
+                          " --input-len 24 --output-len 40 --num-prompts 6 --kv-memory 3MiB -o json");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto json_start = result.output.find("[\n");  // the JSON array (progress lines come before)
+  ASSERT_NE(json_start, std::string::npos) << result.output;
+  const auto runs =
+      nlohmann::json::parse(result.output.substr(json_start, result.output.rfind(']') - json_start + 1));
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0].at("failed"), 0) << runs.dump(2);
+  EXPECT_GT(runs[0].at("preemptions").get<int64_t>(), 0) << runs.dump(2);
+  EXPECT_EQ(runs[0].at("output_tokens"), 6 * 40) << runs.dump(2);
+}
+
 TEST_F(CliErrorsTest, MoreRanksThanKvHeads) {
   expect_clean_error(4, "generate -m " + model() + " -p hi", "kv heads");
 }
@@ -318,6 +343,16 @@ TEST_F(CliErrorsTest, HelpListsEveryGenerateFlag) {
                            "--top-k", "--top-p", "--seed", "--ctx-size", "--batch-size"}) {
     EXPECT_NE(result.output.find(flag), std::string::npos) << flag;
   }
+}
+
+// --stop ends the generation at the first match (printed with the text), on every rank.
+TEST_F(CliErrorsTest, StopStringEndsTheGeneration) {
+  const auto result = run(mpirun_kvshrink(2) + " generate -m " + model() +
+                          " --chat -p 'Count from one to ten, separated by commas.' --stop '3. 3' -n 64");
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("2. 2"), std::string::npos) << result.output;
+  EXPECT_EQ(result.output.find("4. 4"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("stop: stop string"), std::string::npos) << result.output;
 }
 
 TEST_F(CliErrorsTest, GoodRunPrintsTextAndSpeedOnRankZeroOnly) {
