@@ -190,8 +190,9 @@ bool Scheduler::admit(Entry& entry, std::vector<int64_t>& avail, StepMessage& st
 }
 
 // The forks of paused sequences, in admission order, while the pool can hold them. A fork is a
-// sequence of its own from this step on (its rows run in this step); its request resumes once
-// all are made (query-aware: the first token, sampled at full KV, is every variant's first token).
+// sequence of its own from this step on (the ranks copy it in this step; its rows start in the
+// next); its request resumes once all are made (query-aware: the first token, sampled at full KV,
+// is every variant's first token).
 void Scheduler::make_forks(std::vector<int64_t>& avail, StepMessage& step, double now) {
   const std::vector<int64_t> order = running_;
   // A paused sequence runs no rows: it does not count against --max-num-seqs.
