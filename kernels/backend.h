@@ -29,7 +29,7 @@ struct KvBlockView {
 struct HeadAttention {
   const float* q;    // query head j of token i at q + i*q_stride + j*head_dim (RoPE applied)
   int64_t q_stride;  // floats between consecutive tokens
-  float* out;        // same layout as q, out_stride between tokens
+  float* out;        // same layout as q, out_stride between tokens; null: only the mass is wanted
   int64_t out_stride;
   const KvBlockView* blocks;  // [n_blocks], positions ascending across them
   int64_t n_blocks;
@@ -106,8 +106,12 @@ class Backend {
   virtual void silu_mul(float* gate, const float* up, int64_t count) = 0;
   // y[i] += x[i]
   virtual void add(float* y, const float* x, int64_t count) = 0;
-  virtual void attention(const HeadAttention& args) = 0;
-  virtual void low_rank_attention(const LowRankAttention& args) = 0;
+  // Independent attention calls, e.g. every (sequence, kv head) of a step: the same as making
+  // each alone, in any order or at once, so no two may write the same out, lse or mass.
+  virtual void attention(std::span<const HeadAttention> batch) = 0;
+  void attention(const HeadAttention& args) { attention({&args, 1}); }
+  virtual void low_rank_attention(std::span<const LowRankAttention> batch) = 0;  // likewise
+  void low_rank_attention(const LowRankAttention& args) { low_rank_attention({&args, 1}); }
   // Online-softmax merge of the same queries' attention over a second token set (FlashInfer's
   // state merge). Before: out/lse hold the attention over set A, out_b/lse_b over set B; after:
   // out/lse hold it over A and B. Query head j of token i (i < m, j < group) at

@@ -134,6 +134,23 @@ void LlamaModel::attention_block(int64_t layer, std::span<const SequenceRows> ba
   backend_.rope(k_.data(), m, hkv, d, positions_.data(), config_.rope_freq_base);
 
   const auto attention_start = std::chrono::steady_clock::now();
+  append_step_kv(layer, batch);
+  plan_attention(layer, batch);
+  run_attention_plan();
+  attention_seconds_ +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - attention_start).count();
+  backend_.matmul(w.wo, attn_out_.data(), partial_.data(), m);
+  const auto residual = std::span<float>(partial_.data(), static_cast<size_t>(m * config_.n_embd));
+  comm_.all_reduce_sum(residual);
+  backend_.add(hidden_.data(), partial_.data(), m * config_.n_embd);
+}
+
+// The step's rows in each sequence's store: the recent queries (for scoring presses) and every own
+// kv head's keys and values, appended to the head's tail segment.
+void LlamaModel::append_step_kv(int64_t layer, std::span<const SequenceRows> batch) {
+  const int64_t d = config_.head_dim;
+  const int64_t hq = shard_.q_heads.size();
+  const int64_t hkv = shard_.kv_heads.size();
   int64_t row0 = 0;
   for (const auto& sequence : batch) {
     const auto n = static_cast<int64_t>(sequence.tokens.size());
@@ -143,125 +160,141 @@ void LlamaModel::attention_block(int64_t layer, std::span<const SequenceRows> ba
       recent.push(q_.data() + (row0 + i) * hq * d, positions_[row0 + i]);
     }
     for (int64_t h = 0; h < hkv; ++h) {
-      auto& head = kv.head(layer, h);
+      auto& tail = kv.head(layer, h).tail();
       for (int64_t i = row0; i < row0 + n; ++i) {
-        head.tail().append(k_.data() + (i * hkv + h) * d, v_.data() + (i * hkv + h) * d, positions_[i]);
+        tail.append(k_.data() + (i * hkv + h) * d, v_.data() + (i * hkv + h) * d, positions_[i]);
       }
-      attend_head(row0, n, h, head);
     }
     row0 += n;
   }
-  attention_seconds_ +=
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - attention_start).count();
-  backend_.matmul(w.wo, attn_out_.data(), partial_.data(), m);
-  const auto residual = std::span<float>(partial_.data(), static_cast<size_t>(m * config_.n_embd));
-  comm_.all_reduce_sum(residual);
-  backend_.add(hidden_.data(), partial_.data(), m * config_.n_embd);
 }
 
-void LlamaModel::attend_segment(const kvstore::HeadSegment& segment, kernels::HeadAttention& args) {
-  views_.clear();
-  segment.block_views(views_);
-  args.blocks = views_.data();
-  args.n_blocks = static_cast<int64_t>(views_.size());
-  backend_.attention(args);
+// Plans the layer's attention calls for every (sequence, own kv head) of the step.
+void LlamaModel::plan_attention(int64_t layer, std::span<const SequenceRows> batch) {
+  dense_.clear();
+  low_rank_.clear();
+  merges_.clear();
+  mass_.clear();
+  views_.reset();
+  buckets_.reset();
+  parts_.reset();
+  int64_t row0 = 0;
+  for (const auto& sequence : batch) {
+    const auto n = static_cast<int64_t>(sequence.tokens.size());
+    for (int64_t h = 0; h < static_cast<int64_t>(shard_.kv_heads.size()); ++h) {
+      plan_head(row0, n, h, sequence.kv->head(layer, h));
+    }
+    row0 += n;
+  }
 }
 
-// attn_out_ rows row0..row0+m-1 of kv head h's query group = attention over the head's segments
-// (full-dimension ones, then low-rank ones), merged with the online-softmax rule. With
-// attention-mass tracking, each full-dimension segment's tokens receive probabilities normalised
-// over the whole head (a second pass once the total log-denominators are known); low-rank tokens
-// receive none.
-void LlamaModel::attend_head(int64_t row0, int64_t m, int64_t h, kvstore::HeadCache& head) {
+// Plans attn_out_ rows row0..row0+m-1 of kv head h's query group: attention over each of the
+// head's full-dimension segments, then over its low-rank tokens, merged in that order with the
+// online-softmax rule. With attention-mass tracking, each full-dimension segment's tokens receive
+// probabilities normalised over the whole head (a second pass once the merged log-denominators are
+// known); low-rank tokens receive none. The tail holds the step's tokens, so no head is empty.
+void LlamaModel::plan_head(int64_t row0, int64_t m, int64_t h, const kvstore::HeadCache& head) {
   const int64_t d = config_.head_dim;
   const int64_t hq = shard_.q_heads.size();
   const int64_t group = config_.group_size();
-  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  float* head_out = attn_out_.data() + row0 * hq * d + h * group * d;
-  const int32_t* positions = positions_.data() + row0;
   kernels::HeadAttention args{};
   args.q = q_.data() + row0 * hq * d + h * group * d;
   args.q_stride = hq * d;
-  args.q_positions = positions;
+  args.q_positions = positions_.data() + row0;
   args.m = m;
   args.group = group;
   args.head_dim = d;
-  args.scale = scale;
-  std::vector<const kvstore::HeadSegment*> filled;
-  for (const auto& segment : head.segments()) {
-    if (segment.tokens() > 0) filled.push_back(&segment);
+  args.scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const auto segments = head.segments();
+  const auto filled =
+      std::count_if(segments.begin(), segments.end(), [](const auto& s) { return s.tokens() > 0; });
+  const bool one_part = filled == 1 && head.low_rank().empty();
+  HeadParts parts{attn_out_.data() + row0 * hq * d + h * group * d, hq * d,
+                  one_part ? nullptr : parts_.next(static_cast<size_t>(m * group)).data(), m};
+  for (const auto& segment : segments) {
+    if (segment.tokens() == 0) continue;
+    next_part(parts, args.out, args.out_stride, args.lse);
+    args.track_mass = one_part && segment.tracks_mass();
+    plan_segment(segment, args, dense_);
   }
+  plan_low_rank(head, args, parts);
+  if (one_part || !segments.front().tracks_mass()) return;
+  args.out = nullptr;  // second pass: mass only
+  args.lse = nullptr;
+  args.lse_reference = parts.lse;
+  args.track_mass = true;
+  for (const auto& segment : segments) {
+    if (segment.tokens() > 0) plan_segment(segment, args, mass_);
+  }
+}
+
+// The low-rank parts of plan_head: one call per basis over its buckets (the query is projected into
+// it and the values back out once per step); a head's segments of one basis are adjacent.
+void LlamaModel::plan_low_rank(const kvstore::HeadCache& head, const kernels::HeadAttention& args,
+                               HeadParts& parts) {
   const auto low_rank = head.low_rank();
-  if (filled.size() == 1 && low_rank.empty()) {
-    args.out = head_out;
-    args.out_stride = hq * d;
-    args.track_mass = filled[0]->tracks_mass();
-    attend_segment(*filled[0], args);
-    return;
-  }
-  const auto lse_size = static_cast<size_t>(m * group);
-  lse_.resize(lse_size);
-  segment_lse_.resize(lse_size);
-  segment_out_.resize(lse_size * d);
-  // The first part writes attn_out_ and lse_ directly; later ones go to scratch and are merged in.
-  bool first = true;
-  auto target = [&](float*& out, int64_t& stride, float*& lse) {
-    out = first ? head_out : segment_out_.data();
-    stride = first ? hq * d : group * d;
-    lse = first ? lse_.data() : segment_lse_.data();
-  };
-  auto merge = [&] {
-    if (!first) {
-      backend_.merge_attention(head_out, hq * d, lse_.data(), segment_out_.data(), group * d,
-                               segment_lse_.data(), m, group, d);
-    }
-    first = false;
-  };
-  for (const auto* segment : filled) {
-    target(args.out, args.out_stride, args.lse);
-    attend_segment(*segment, args);
-    merge();
-  }
-  // The low-rank segments, one kernel call per basis (a head's buckets share one: the query is
-  // projected into it and the values back out once per step).
   for (size_t begin = 0; begin < low_rank.size();) {
     const auto& basis = *low_rank[begin].basis;
-    buckets_.clear();
+    auto& buckets = buckets_.next();
     size_t end = begin;
     for (; end < low_rank.size() && low_rank[end].basis.get() == &basis; ++end)
-      low_rank[end].block->buckets(buckets_);
+      low_rank[end].block->buckets(buckets);
     kernels::LowRankAttention low{};
     low.q = args.q;
     low.q_stride = args.q_stride;
-    target(low.out, low.out_stride, low.lse);
-    low.buckets = buckets_.data();
-    low.n_buckets = static_cast<int64_t>(buckets_.size());
-    low.q_positions = positions;
+    next_part(parts, low.out, low.out_stride, low.lse);
+    low.buckets = buckets.data();
+    low.n_buckets = static_cast<int64_t>(buckets.size());
+    low.q_positions = args.q_positions;
     low.key_basis = basis.key.data();
     low.value_basis = basis.value.data();
-    low.m = m;
-    low.group = group;
-    low.head_dim = d;
+    low.m = args.m;
+    low.group = args.group;
+    low.head_dim = args.head_dim;
     low.pre_rope_keys = basis.pre_rope;
     low.rope_base = basis.rope_base;
-    low.scale = scale;
-    backend_.low_rank_attention(low);
-    merge();
+    low.scale = args.scale;
+    low_rank_.push_back(low);
     begin = end;
   }
-  if (first) {  // nothing held (cannot happen after an append; kept for safety)
-    for (int64_t i = 0; i < m; ++i) std::fill_n(head_out + i * hq * d, group * d, 0.0f);
+}
+
+// A call of `args` over the segment's blocks.
+void LlamaModel::plan_segment(const kvstore::HeadSegment& segment, kernels::HeadAttention args,
+                              std::vector<kernels::HeadAttention>& calls) {
+  auto& views = views_.next();
+  segment.block_views(views);
+  args.blocks = views.data();
+  args.n_blocks = static_cast<int64_t>(views.size());
+  calls.push_back(args);
+}
+
+// out/out_stride/lse of the head's next part; a later part's merge into the first is queued.
+void LlamaModel::next_part(HeadParts& parts, float*& out, int64_t& out_stride, float*& lse) {
+  if (parts.first) {
+    out = parts.out;
+    out_stride = parts.out_stride;
+    lse = parts.lse;
+    parts.first = false;
     return;
   }
-  if (!head.segments().front().tracks_mass()) return;
-  for (const auto* segment : filled) {  // second pass: probabilities over the whole head
-    args.out = segment_out_.data();
-    args.out_stride = group * d;
-    args.lse = nullptr;
-    args.lse_reference = lse_.data();
-    args.track_mass = true;
-    attend_segment(*segment, args);
+  const int64_t group = config_.group_size();
+  out = parts_.next(static_cast<size_t>(parts.m * group * config_.head_dim)).data();
+  out_stride = group * config_.head_dim;
+  lse = parts_.next(static_cast<size_t>(parts.m * group)).data();
+  merges_.push_back({parts.out, parts.out_stride, parts.lse, out, out_stride, lse, parts.m});
+}
+
+// The planned calls: every part (independent, so the backend may run them at once), the merges in
+// plan order, then the mass pass, which reads the merged log-denominators.
+void LlamaModel::run_attention_plan() {
+  backend_.attention(dense_);
+  backend_.low_rank_attention(low_rank_);
+  for (const auto& p : merges_) {
+    backend_.merge_attention(p.out, p.out_stride, p.lse, p.out_b, p.out_b_stride, p.lse_b, p.m,
+                             config_.group_size(), config_.head_dim);
   }
+  backend_.attention(mass_);
 }
 
 // hidden += w_down . (silu(w_gate . norm(hidden)) * (w_up . norm(hidden)))

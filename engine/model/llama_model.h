@@ -4,8 +4,9 @@
 // with one all-reduce each. Logits come back complete on every rank.
 //
 // A step is a batch of sequences, each contributing rows (a prefill chunk or one decode token):
-// all rows of the step go through each GEMM together, attention runs per (sequence, own kv head)
-// over that sequence's segments.
+// all rows of the step go through each GEMM together; attention runs per (sequence, own kv head)
+// over that sequence's segments, every pair of the step in a few batched backend calls (the CPU
+// backend spreads the decode ones over its compute threads).
 #pragma once
 
 #include <cstdint>
@@ -67,10 +68,54 @@ class LlamaModel {
   std::vector<float> forward(std::span<const TokenId> tokens, kvstore::KvStore& kv, LogitsFor which);
 
  private:
+  // Backend::merge_attention of part b into part a of one head, rows as in attn_out_.
+  struct PartMerge {
+    float* out;
+    int64_t out_stride;
+    float* lse;
+    const float* out_b;
+    int64_t out_b_stride;
+    const float* lse_b;
+    int64_t m;
+  };
+  // Vectors handed out one at a time that keep their buffers while more are handed out (each is
+  // its own vector), reused from one layer to the next.
+  template <class T>
+  class ScratchSlots {
+   public:
+    void reset() { used_ = 0; }
+    std::vector<T>& next(size_t size = 0) {
+      if (used_ == slots_.size()) slots_.emplace_back();
+      auto& slot = slots_[used_++];
+      slot.resize(size);
+      return slot;
+    }
+
+   private:
+    std::vector<std::vector<T>> slots_;
+    size_t used_ = 0;
+  };
+
+  // Where the parts of one head's attention go: the first writes the head's rows of attn_out_ (and
+  // its lse, when there are more parts); each later one writes scratch that is merged in after.
+  struct HeadParts {
+    float* out;
+    int64_t out_stride;
+    float* lse;  // [m x group]; null for a head of one part
+    int64_t m;
+    bool first = true;
+  };
+
   void check_batch(std::span<const SequenceRows> batch) const;
   void attention_block(int64_t layer, std::span<const SequenceRows> batch, int64_t m);
-  void attend_head(int64_t row0, int64_t m, int64_t local_head, kvstore::HeadCache& head);
-  void attend_segment(const kvstore::HeadSegment& segment, kernels::HeadAttention& args);
+  void append_step_kv(int64_t layer, std::span<const SequenceRows> batch);
+  void plan_attention(int64_t layer, std::span<const SequenceRows> batch);
+  void plan_head(int64_t row0, int64_t m, int64_t local_head, const kvstore::HeadCache& head);
+  void plan_low_rank(const kvstore::HeadCache& head, const kernels::HeadAttention& args, HeadParts& parts);
+  void plan_segment(const kvstore::HeadSegment& segment, kernels::HeadAttention args,
+                    std::vector<kernels::HeadAttention>& calls);
+  void next_part(HeadParts& parts, float*& out, int64_t& out_stride, float*& lse);
+  void run_attention_plan();
   void ffn_block(int64_t layer, int64_t m);
   void logits(const float* hidden_rows, int64_t rows, float* out);
 
@@ -82,8 +127,16 @@ class LlamaModel {
   int64_t max_batch_;
   double attention_seconds_ = 0.0;
 
-  std::vector<kernels::LowRankBucket> buckets_;  // scratch: one head's low-rank buckets
-  std::vector<kernels::KvBlockView> views_;      // scratch: one segment's blocks
+  // One layer's attention over the KV store, planned for every (sequence, own kv head) of the step
+  // (plan_head) and run as a few batched backend calls (run_attention_plan):
+  std::vector<kernels::HeadAttention> dense_;        // over each full-dimension segment
+  std::vector<kernels::LowRankAttention> low_rank_;  // over each basis's low-rank tokens of a head
+  std::vector<PartMerge> merges_;                    // then, in order, each later part into the first
+  std::vector<kernels::HeadAttention> mass_;         // then the mass pass of multi-part heads
+  ScratchSlots<kernels::KvBlockView> views_;         // one segment's blocks per call
+  ScratchSlots<kernels::LowRankBucket> buckets_;     // one head's buckets of a basis per call
+  ScratchSlots<float> parts_;                        // a multi-part head's lse [m x group], later
+                                                     // parts' out [m x group x head_dim] and lse
   // Per-chunk activations, m <= max_batch tokens (row-major, one row per token):
   std::vector<float> hidden_;       // [m x n_embd] residual stream (replicated)
   std::vector<float> normed_;       // [m x n_embd]
@@ -96,10 +149,6 @@ class LlamaModel {
   std::vector<float> partial_;      // [m x n_embd] row-parallel partial sum, all-reduced
   std::vector<int32_t> positions_;  // [m]
   std::vector<TokenId> tokens_;     // [m]
-  // Attention over a head's second and later segments, merged into attn_out_:
-  std::vector<float> segment_out_;  // [m x group x head_dim]
-  std::vector<float> lse_;          // [m x group] log-denominators so far
-  std::vector<float> segment_lse_;  // [m x group]
 };
 
 }  // namespace kvshrink::engine

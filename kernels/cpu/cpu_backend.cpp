@@ -8,11 +8,35 @@
 #include <vector>
 
 #include "kernels/cpu/dequantize.h"
+#include "kernels/cpu/head_attention.h"
+#include "kernels/cpu/packed_gemm_small_threads.h"
 #include "kernels/cpu/packed_gemv.h"
+#include "kernels/cpu/rope.h"
 #include "kernels/cpu/vector_math.h"
 #include "kernels/cpu/window_attention.h"
 
 namespace kvshrink::kernels::cpu {
+namespace {
+
+// run(call) for every call of the batch, each in its thread's scratch: those that make no OpenBLAS
+// call (threaded(call)) as tasks on the compute threads, the others here one after another, where
+// OpenBLAS threads their SGEMMs (OpenBLAS entered from several threads at once would oversubscribe
+// the cores).
+template <class Call, class Threaded, class Run>
+void run_batch(std::span<const Call> batch, Threaded threaded, Run run) {
+  std::vector<const Call*> tasks;
+  for (const auto& call : batch) {
+    if (threaded(call)) {
+      tasks.push_back(&call);
+    } else {
+      run(call, thread_attention_scratch());
+    }
+  }
+  run_on_compute_threads(static_cast<int64_t>(tasks.size()),
+                         [&](int64_t t) { run(*tasks[t], thread_attention_scratch()); });
+}
+
+}  // namespace
 
 // f32 weights: OpenBLAS directly. Packed weights: up to kPackedGemmMaxTokens tokens (decode, one
 // row per sequence) read the packed rows (packed_gemm, on the compute threads); more tokens
@@ -65,28 +89,7 @@ void CpuBackend::rms_norm(const float* x, const float* gamma, float* y, int64_t 
 
 void CpuBackend::rope(float* x, int64_t m, int64_t n_heads, int64_t head_dim, const int32_t* positions,
                       float freq_base) {
-  const int64_t half = head_dim / 2;
-  std::vector<double> inv_freq(half);  // freq_base^(-2i/head_dim)
-  for (int64_t i = 0; i < half; ++i) {
-    inv_freq[i] = std::pow(static_cast<double>(freq_base), -2.0 * static_cast<double>(i) / head_dim);
-  }
-  std::vector<float> cos_theta(half), sin_theta(half);
-  for (int64_t token = 0; token < m; ++token) {
-    for (int64_t i = 0; i < half; ++i) {
-      const double theta = positions[token] * inv_freq[i];
-      cos_theta[i] = static_cast<float>(std::cos(theta));
-      sin_theta[i] = static_cast<float>(std::sin(theta));
-    }
-    for (int64_t head = 0; head < n_heads; ++head) {
-      float* v = x + (token * n_heads + head) * head_dim;
-      for (int64_t i = 0; i < half; ++i) {
-        const float x0 = v[2 * i];
-        const float x1 = v[2 * i + 1];
-        v[2 * i] = x0 * cos_theta[i] - x1 * sin_theta[i];
-        v[2 * i + 1] = x0 * sin_theta[i] + x1 * cos_theta[i];
-      }
-    }
-  }
+  cpu::rope(x, m, n_heads, head_dim, positions, freq_base);
 }
 
 void CpuBackend::silu_mul(float* gate, const float* up, int64_t count) {
@@ -100,6 +103,16 @@ void CpuBackend::silu_mul(float* gate, const float* up, int64_t count) {
 void CpuBackend::add(float* y, const float* x, int64_t count) {
 #pragma omp simd
   for (int64_t i = 0; i < count; ++i) y[i] += x[i];
+}
+
+void CpuBackend::attention(std::span<const HeadAttention> batch) {
+  run_batch(
+      batch, [](const HeadAttention& a) { return a.m == 1; }, head_attention);
+}
+
+void CpuBackend::low_rank_attention(std::span<const LowRankAttention> batch) {
+  run_batch(
+      batch, [](const LowRankAttention& a) { return a.m == 1 && !a.pre_rope_keys; }, low_rank_head_attention);
 }
 
 void CpuBackend::window_attention_mean(const float* q, int64_t q_stride, const int32_t* q_positions,

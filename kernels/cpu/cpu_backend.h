@@ -1,5 +1,7 @@
-// CPU backend: GEMM/GEMV through OpenBLAS, which also owns the threads (one pool: a second one,
-// e.g. OpenMP, would spin against it on few cores); element-wise work in vectorised loops.
+// CPU backend: f32 GEMM through OpenBLAS; packed-weight matmuls of a few tokens and decode
+// attention on the compute threads (packed_gemm_small_threads.h), which park while OpenBLAS's own
+// threads run (a spinning second pool, e.g. OpenMP's, would fight them on few cores); element-wise
+// work in vectorised loops.
 #pragma once
 
 #include <vector>
@@ -18,8 +20,12 @@ class CpuBackend final : public Backend {
             float freq_base) override;
   void silu_mul(float* gate, const float* up, int64_t count) override;
   void add(float* y, const float* x, int64_t count) override;
-  void attention(const HeadAttention& args) override;
-  void low_rank_attention(const LowRankAttention& args) override;  // low_rank_attention.cpp
+  using Backend::attention;
+  using Backend::low_rank_attention;
+  // One query token's calls (post-RoPE keys for low rank) run on the compute threads, one task per
+  // call; the others (prefill, pre-RoPE keys) run one after another on OpenBLAS's threads.
+  void attention(std::span<const HeadAttention> batch) override;
+  void low_rank_attention(std::span<const LowRankAttention> batch) override;
   void merge_attention(float* out, int64_t out_stride, float* lse, const float* out_b, int64_t out_b_stride,
                        const float* lse_b, int64_t m, int64_t group,
                        int64_t head_dim) override;  // merge_attention.cpp
@@ -31,23 +37,7 @@ class CpuBackend final : public Backend {
   void free_kv_memory(void* memory, uint64_t bytes) override;
 
  private:
-  // paged_attention.cpp
-  void decode_attention(const HeadAttention& args);
-  void gather_blocks(const HeadAttention& args);
-  void prefill_attention(const HeadAttention& args);
-
-  std::vector<float> scores_;  // scratch: [query block x n_kv] attention probabilities
-  // scratch of prefill attention: the blocks' tokens gathered contiguously, keys and values
-  // [n_kv x head_dim], positions [n_kv], accumulated attention [n_kv]
-  std::vector<float> kv_keys_, kv_values_, kv_mass_;
-  std::vector<int32_t> kv_positions_;
-  std::vector<float> inv_sums_;     // scratch of decode attention: [group] 1 / softmax denominators
   std::vector<float> row_scratch_;  // scratch: dequantized weight rows
-  // scratch of low_rank_attention: queries [m*group x d], projected queries, then value sums
-  // [m*group x max rank], rebuilt keys [bucket tokens x d], outputs [m*group x d], positions of
-  // every bucket's tokens
-  std::vector<float> lr_queries_, lr_latent_, lr_keys_, lr_out_;
-  std::vector<int32_t> lr_positions_;
 };
 
 }  // namespace kvshrink::kernels::cpu

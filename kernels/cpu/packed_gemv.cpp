@@ -6,77 +6,19 @@
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/packed_gemm_small_threads.h"
 #include "kernels/cpu/quant_blocks.h"
-
-#if defined(__AVX2__) || defined(__AVX512F__)
-// GCC 12's AVX-512 intrinsics pass _mm512_undefined_*() operands, which -Wuninitialized flags
-// wherever they are inlined (GCC bug 105593, fixed in GCC 13).
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
-#endif
+#include "kernels/cpu/simd.h"
 
 namespace kvshrink::kernels::cpu {
 namespace {
 
 constexpr int kBlock = 32;  // columns per step of the tile loop: one Q4_1 / Q8_0 block
 
-// Vec: one SIMD register of kLanes floats (AVX-512: 16, AVX2: 8, portable fallback: 1).
-#if defined(__AVX512F__) && defined(__F16C__)
-#define KVSHRINK_GEMM_AVX512 1
-using Vec = __m512;
-constexpr int kLanes = 16;
+#if defined(KVSHRINK_SIMD_AVX512)
 // tile of kTileTokens activation rows x kTileRows weight rows: 20 accumulators, 8 registers of
 // converted weights, one of activations (measured best of 8x2, 6x3, 4x4, 5x4 for m = 8..32)
 constexpr int kTileTokens = 5, kTileRows = 4;
-Vec vzero() {
-  return _mm512_setzero_ps();
-}
-Vec vload(const float* p) {
-  return _mm512_loadu_ps(p);
-}
-Vec vfma(Vec a, Vec b, Vec c) {
-  return _mm512_fmadd_ps(a, b, c);
-}
-float vsum(Vec v) {
-  return _mm512_reduce_add_ps(v);
-}
-#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-#define KVSHRINK_GEMM_AVX2 1
-using Vec = __m256;
-constexpr int kLanes = 8;
-constexpr int kTileTokens = 4, kTileRows = 1;  // 16 registers: 4 accumulators, 4 weights
-Vec vzero() {
-  return _mm256_setzero_ps();
-}
-Vec vload(const float* p) {
-  return _mm256_loadu_ps(p);
-}
-Vec vfma(Vec a, Vec b, Vec c) {
-  return _mm256_fmadd_ps(a, b, c);
-}
-float vsum(Vec v) {
-  const __m128 sum4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 sum2 = _mm_add_ps(sum4, _mm_movehl_ps(sum4, sum4));
-  return _mm_cvtss_f32(_mm_add_ss(sum2, _mm_movehdup_ps(sum2)));
-}
 #else
-using Vec = float;
-constexpr int kLanes = 1;
-constexpr int kTileTokens = 4, kTileRows = 1;
-Vec vzero() {
-  return 0.0f;
-}
-Vec vload(const float* p) {
-  return *p;
-}
-Vec vfma(Vec a, Vec b, Vec c) {
-  return a * b + c;
-}
-float vsum(Vec v) {
-  return v;
-}
+constexpr int kTileTokens = 4, kTileRows = 1;  // AVX2: 16 registers: 4 accumulators, 4 weights
 #endif
 constexpr int kVecs = kBlock / kLanes;  // registers per block
 
@@ -97,7 +39,7 @@ struct Q4_1Rows {
   void add_tail(int64_t, int, const float*, int64_t, int64_t, float*, int64_t) const {}
   void block(int64_t r, int64_t b, Vec* out) const {
     const BlockQ4_1& q = reinterpret_cast<const BlockQ4_1*>(w.row(r))[b];
-#if defined(KVSHRINK_GEMM_AVX512)
+#if defined(KVSHRINK_SIMD_AVX512)
     // table[v] = v * d + m; lane j of `bytes` holds qs[j] = element j | element j + 16 << 4, and
     // permutexvar reads the low 4 bits of each lane
     const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -105,7 +47,7 @@ struct Q4_1Rows {
     const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q.qs)));
     out[0] = _mm512_permutexvar_ps(bytes, table);
     out[1] = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table);
-#elif defined(KVSHRINK_GEMM_AVX2)
+#elif defined(KVSHRINK_SIMD_AVX2)
     const __m256 d = _mm256_set1_ps(half(q.d)), m = _mm256_set1_ps(half(q.m));
     const __m128i nibble = _mm_set1_epi8(0x0F);
     const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q.qs));
@@ -131,13 +73,13 @@ struct Q8_0Rows {
   void add_tail(int64_t, int, const float*, int64_t, int64_t, float*, int64_t) const {}
   void block(int64_t r, int64_t b, Vec* out) const {
     const BlockQ8_0& q = reinterpret_cast<const BlockQ8_0*>(w.row(r))[b];
-#if defined(KVSHRINK_GEMM_AVX512)
+#if defined(KVSHRINK_SIMD_AVX512)
     const __m512 d = _mm512_set1_ps(half(q.d));
     for (int v = 0; v < 2; ++v) {
       const __m128i q8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q.qs + 16 * v));
       out[v] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q8)), d);
     }
-#elif defined(KVSHRINK_GEMM_AVX2)
+#elif defined(KVSHRINK_SIMD_AVX2)
     const __m256 d = _mm256_set1_ps(half(q.d));
     for (int v = 0; v < 4; ++v) {
       const __m128i q8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q.qs + 8 * v));

@@ -7,7 +7,8 @@
 #include <cmath>
 #include <limits>
 
-#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/head_attention.h"
+#include "kernels/cpu/simd.h"
 #include "kernels/cpu/vector_math.h"
 
 namespace kvshrink::kernels::cpu {
@@ -25,36 +26,69 @@ int64_t visible_tokens(const HeadAttention& a, int32_t last) {
   return n;
 }
 
-}  // namespace
-
-// One query token (decode): the group's query heads share each cached key and value, so every K/V
-// row is read once per group instead of once per query head; decode attention is memory-bound.
-void CpuBackend::decode_attention(const HeadAttention& a) {
-  const int64_t d = a.head_dim;
-  const int64_t n = visible_tokens(a, a.q_positions[0]);
-  for (int64_t head = 0; head < a.group; ++head) std::fill_n(a.out + head * d, d, 0.0f);
-  if (n == 0) {
-    if (a.lse) std::fill_n(a.lse, a.group, -std::numeric_limits<float>::infinity());
-    return;
-  }
-  scores_.resize(static_cast<size_t>(a.group * n));  // [group x n]
-  for (int64_t b = 0, t = 0; t < n; ++b) {
-    const auto& block = a.blocks[b];
-    for (int64_t i = 0; i < block.n && t < n; ++i, ++t) {
-      const float* key = block.keys + i * d;
-      for (int64_t head = 0; head < a.group; ++head) {
-        const float* q = a.q + head * d;
-        float dot = 0.0f;
+// Decode over one KV block, rows of head_dim = NV * kLanes floats held in NV registers (NV = 0:
+// any head_dim, plain loops). scores: the block's columns of the [group x n] score rows.
+template <int NV>
+struct BlockKernels {
+  // scores[j * n + t] = scale * q_j . key t, for the group's heads j and the block's first count tokens
+  static void scores(const HeadAttention& a, const float* keys, int64_t count, float* scores, int64_t n) {
+    const int64_t d = a.head_dim;
+    for (int64_t j = 0; j < a.group; ++j) {
+      const float* q = a.q + j * d;
+      float* row = scores + j * n;
+      if constexpr (NV == 0) {
+        for (int64_t t = 0; t < count; ++t) {
+          const float* key = keys + t * d;
+          float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
-        for (int64_t k = 0; k < d; ++k) dot += q[k] * key[k];
-        scores_[head * n + t] = dot * a.scale;
+          for (int64_t k = 0; k < d; ++k) dot += q[k] * key[k];
+          row[t] = dot * a.scale;
+        }
+      } else {
+        Vec qv[NV];
+        for (int c = 0; c < NV; ++c) qv[c] = vload(q + c * kLanes);
+        for (int64_t t = 0; t < count; ++t) {
+          const float* key = keys + t * d;
+          Vec acc = vzero();
+          for (int c = 0; c < NV; ++c) acc = vfma(qv[c], vload(key + c * kLanes), acc);
+          row[t] = vsum(acc) * a.scale;
+        }
       }
     }
   }
-  inv_sums_.resize(static_cast<size_t>(a.group));
-  float* inv_sum = inv_sums_.data();
+
+  // out_j += sum over the block's first count tokens t of probs[j * n + t] * inv_sum[j] * value t
+  static void values(const HeadAttention& a, const float* values, int64_t count, const float* probs,
+                     int64_t n, const float* inv_sum) {
+    const int64_t d = a.head_dim;
+    for (int64_t j = 0; j < a.group; ++j) {
+      float* out = a.out + j * d;
+      const float* p = probs + j * n;
+      if constexpr (NV == 0) {
+        for (int64_t t = 0; t < count; ++t) {
+          const float pt = p[t] * inv_sum[j];
+          const float* value = values + t * d;
+#pragma omp simd
+          for (int64_t k = 0; k < d; ++k) out[k] += pt * value[k];
+        }
+      } else {
+        Vec acc[NV];
+        for (int c = 0; c < NV; ++c) acc[c] = vload(out + c * kLanes);
+        for (int64_t t = 0; t < count; ++t) {
+          const Vec pt = vset1(p[t] * inv_sum[j]);
+          for (int c = 0; c < NV; ++c) acc[c] = vfma(pt, vload(values + t * d + c * kLanes), acc[c]);
+        }
+        for (int c = 0; c < NV; ++c) vstore(out + c * kLanes, acc[c]);
+      }
+    }
+  }
+};
+
+// Softmax of the score rows [group x n] in place, to exp(s - max); inv_sum[j] = 1 / row j's sum;
+// lse and the mass as HeadAttention says.
+void softmax_rows(const HeadAttention& a, float* scores, int64_t n, float* inv_sum) {
   for (int64_t head = 0; head < a.group; ++head) {
-    float* row = scores_.data() + head * n;
+    float* row = scores + head * n;
     const float row_max = max_of(row, n);
     const float sum = exp_shifted_sum(row, n, row_max);
     inv_sum[head] = 1.0f / sum;
@@ -68,63 +102,81 @@ void CpuBackend::decode_attention(const HeadAttention& a) {
       }
     }
   }
-  for (int64_t b = 0, t = 0; t < n; ++b) {
-    const auto& block = a.blocks[b];
-    for (int64_t i = 0; i < block.n && t < n; ++i, ++t) {
-      const float* value = block.values + i * d;
-      for (int64_t head = 0; head < a.group; ++head) {
-        const float p = scores_[head * n + t] * inv_sum[head];
-        float* out = a.out + head * d;
-#pragma omp simd
-        for (int64_t k = 0; k < d; ++k) out[k] += p * value[k];
-      }
-    }
+}
+
+// One query token (decode): the group's query heads share each cached key and value, so every K/V
+// block is read from memory once per group (then from L1 for the other heads); one pass over the
+// blocks for the scores, one for the values.
+template <int NV>
+void decode_attention(const HeadAttention& a, AttentionScratch& s) {
+  const int64_t d = a.head_dim;
+  const int64_t n = visible_tokens(a, a.q_positions[0]);
+  if (a.out) {
+    for (int64_t head = 0; head < a.group; ++head) std::fill_n(a.out + head * d, d, 0.0f);
+  }
+  if (n == 0) {
+    if (a.lse) std::fill_n(a.lse, a.group, -std::numeric_limits<float>::infinity());
+    return;
+  }
+  s.scores.resize(static_cast<size_t>(a.group * n));
+  float* scores = s.scores.data();  // [group x n]
+  for (int64_t b = 0, t = 0; t < n; t += a.blocks[b++].n) {
+    BlockKernels<NV>::scores(a, a.blocks[b].keys, std::min(a.blocks[b].n, n - t), scores + t, n);
+  }
+  s.inv_sums.resize(static_cast<size_t>(a.group));
+  softmax_rows(a, scores, n, s.inv_sums.data());
+  if (!a.out) return;
+  for (int64_t b = 0, t = 0; t < n; t += a.blocks[b++].n) {
+    BlockKernels<NV>::values(a, a.blocks[b].values, std::min(a.blocks[b].n, n - t), scores + t, n,
+                             s.inv_sums.data());
   }
 }
 
-// kv_keys_, kv_values_, kv_positions_ [n_kv] = the tokens every query of the call can see;
-// kv_mass_ zeroed when the call tracks mass.
-void CpuBackend::gather_blocks(const HeadAttention& a) {
+// decode_attention with the head_dim's rows in registers where it is a small multiple of kLanes.
+void decode_attention_any(const HeadAttention& a, AttentionScratch& s) {
+  switch (a.head_dim % kLanes == 0 ? a.head_dim / kLanes : 0) {
+    case 2:
+      return decode_attention<2>(a, s);
+    case 4:
+      return decode_attention<4>(a, s);
+    case 8:
+      return decode_attention<8>(a, s);
+    case 16:
+      return decode_attention<16>(a, s);
+    default:
+      return decode_attention<0>(a, s);
+  }
+}
+
+// s.keys, s.values, s.positions [n_kv] = the tokens every query of the call can see; s.mass
+// zeroed when the call tracks mass.
+void gather_blocks(const HeadAttention& a, AttentionScratch& s) {
   const int64_t d = a.head_dim;
   const int32_t last = *std::max_element(a.q_positions, a.q_positions + a.m);
   const int64_t n = visible_tokens(a, last);
-  kv_keys_.resize(static_cast<size_t>(n * d));
-  kv_values_.resize(kv_keys_.size());
-  kv_positions_.resize(static_cast<size_t>(n));
+  s.keys.resize(static_cast<size_t>(n * d));
+  s.values.resize(s.keys.size());
+  s.positions.resize(static_cast<size_t>(n));
   for (int64_t b = 0, t = 0; t < n; ++b) {
     const int64_t take = std::min(a.blocks[b].n, n - t);
-    std::copy_n(a.blocks[b].keys, take * d, kv_keys_.data() + t * d);
-    std::copy_n(a.blocks[b].values, take * d, kv_values_.data() + t * d);
-    std::copy_n(a.blocks[b].positions, take, kv_positions_.data() + t);
+    std::copy_n(a.blocks[b].keys, take * d, s.keys.data() + t * d);
+    std::copy_n(a.blocks[b].values, take * d, s.values.data() + t * d);
+    std::copy_n(a.blocks[b].positions, take, s.positions.data() + t);
     t += take;
   }
-  if (a.track_mass) kv_mass_.assign(static_cast<size_t>(n), 0.0f);
-}
-
-void CpuBackend::attention(const HeadAttention& a) {
-  if (a.m == 1) {
-    decode_attention(a);
-    return;
-  }
-  gather_blocks(a);
-  prefill_attention(a);
-  if (!a.track_mass) return;
-  for (int64_t b = 0, t = 0; t < static_cast<int64_t>(kv_mass_.size()); ++b) {
-    for (int64_t i = 0; i < a.blocks[b].n && t < static_cast<int64_t>(kv_mass_.size()); ++i, ++t)
-      a.blocks[b].mass[i] += kv_mass_[t];
-  }
+  if (a.track_mass) s.mass.assign(static_cast<size_t>(n), 0.0f);
 }
 
 // Over the gathered tokens. Queries go in blocks of kQueryBlock tokens; a block only multiplies
 // against the cached tokens it can see (positions ascending), so causal prefill does about half
 // the dense work.
-void CpuBackend::prefill_attention(const HeadAttention& a) {
+void prefill_attention(const HeadAttention& a, AttentionScratch& s) {
   constexpr int64_t kQueryBlock = 128;
   const int d = static_cast<int>(a.head_dim);
-  const float* keys = kv_keys_.data();
-  const float* values = kv_values_.data();
-  const int32_t* kv_positions = kv_positions_.data();
-  const int32_t* kv_end = kv_positions + kv_positions_.size();
+  const float* keys = s.keys.data();
+  const float* values = s.values.data();
+  const int32_t* kv_positions = s.positions.data();
+  const int32_t* kv_end = kv_positions + s.positions.size();
   for (int64_t block_begin = 0; block_begin < a.m; block_begin += kQueryBlock) {
     const int64_t rows = std::min(kQueryBlock, a.m - block_begin);
     const int32_t* q_pos = a.q_positions + block_begin;
@@ -133,18 +185,17 @@ void CpuBackend::prefill_attention(const HeadAttention& a) {
     if (n_visible == 0) {
       for (int64_t head = 0; head < a.group; ++head) {
         for (int64_t i = 0; i < rows; ++i) {
-          std::fill_n(a.out + (block_begin + i) * a.out_stride + head * d, d, 0.0f);
+          if (a.out) std::fill_n(a.out + (block_begin + i) * a.out_stride + head * d, d, 0.0f);
           if (a.lse) a.lse[(block_begin + i) * a.group + head] = -std::numeric_limits<float>::infinity();
         }
       }
       continue;
     }
-    scores_.resize(static_cast<size_t>(rows * n_visible));
-    float* scores = scores_.data();
+    s.scores.resize(static_cast<size_t>(rows * n_visible));
+    float* scores = s.scores.data();
     const int nv = static_cast<int>(n_visible);
     for (int64_t head = 0; head < a.group; ++head) {
       const float* q = a.q + block_begin * a.q_stride + head * d;
-      float* out = a.out + block_begin * a.out_stride + head * d;
       // scores[rows x n_visible] = scale * q[rows x d] . keys[n_visible x d]^T
       if (rows == 1) {
         cblas_sgemv(CblasRowMajor, CblasNoTrans, nv, d, a.scale, keys, d, q, 1, 0.0f, scores, 1);
@@ -173,10 +224,12 @@ void CpuBackend::prefill_attention(const HeadAttention& a) {
         if (a.track_mass) {
           const float weight =
               (a.lse_reference ? std::exp(lse - a.lse_reference[lse_index]) : 1.0f) / a.group;
-          for (int64_t t = 0; t < seen; ++t) kv_mass_[t] += row[t] * weight;
+          for (int64_t t = 0; t < seen; ++t) s.mass[t] += row[t] * weight;
         }
       }
+      if (!a.out) continue;
       // out[rows x d] = scores[rows x n_visible] . values[n_visible x d]
+      float* out = a.out + block_begin * a.out_stride + head * d;
       if (rows == 1) {
         cblas_sgemv(CblasRowMajor, CblasTrans, nv, d, 1.0f, values, d, scores, 1, 0.0f, out, 1);
       } else {
@@ -185,6 +238,27 @@ void CpuBackend::prefill_attention(const HeadAttention& a) {
       }
     }
   }
+}
+
+}  // namespace
+
+void head_attention(const HeadAttention& a, AttentionScratch& s) {
+  if (a.m == 1) {
+    decode_attention_any(a, s);
+    return;
+  }
+  gather_blocks(a, s);
+  prefill_attention(a, s);
+  if (!a.track_mass) return;
+  const auto n = static_cast<int64_t>(s.mass.size());
+  for (int64_t b = 0, t = 0; t < n; ++b) {
+    for (int64_t i = 0; i < a.blocks[b].n && t < n; ++i, ++t) a.blocks[b].mass[i] += s.mass[t];
+  }
+}
+
+AttentionScratch& thread_attention_scratch() {
+  thread_local AttentionScratch scratch;
+  return scratch;
 }
 
 }  // namespace kvshrink::kernels::cpu
