@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
@@ -198,8 +199,9 @@ struct EvalRun {
   EvalPlan plan;
   std::set<std::string> finished;
   std::optional<eval::AppendFile> records;
-  std::string write_error;  // the first failed write: the rest of the run stops
-  int64_t failed = 0;       // variants that ended in an error (no record)
+  std::string write_error;    // the first failed write: the rest of the run stops
+  int64_t failed = 0;         // variants that ended in an error (no record)
+  int64_t done = 0, ran = 0;  // (sample, mode) pairs ended, and those of them that ran
 };
 
 // One samples.jsonl record: the sample in one mode under one setting, its answer and score, and the
@@ -251,7 +253,6 @@ std::vector<EvalSetting> make_settings(const std::vector<engine::CompressionSpec
 std::vector<engine::Request> make_requests(EvalRun& run, const engine::Engine& engine,
                                            const Progress& progress) {
   std::vector<engine::Request> requests;
-  const auto done = std::make_shared<int64_t>(0), ran = std::make_shared<int64_t>(0);
   for (size_t i = 0; i < run.plan.samples.size(); ++i) {
     for (size_t m = 0; m < run.modes.size(); ++m) {
       const std::string& mode = run.modes[m];
@@ -267,7 +268,7 @@ std::vector<engine::Request> make_requests(EvalRun& run, const engine::Engine& e
         any = true;
       }
       if (!any) {
-        ++*done;
+        ++run.done;
         continue;
       }
       r.prompt = prompt.tokens.context;
@@ -275,8 +276,8 @@ std::vector<engine::Request> make_requests(EvalRun& run, const engine::Engine& e
       r.max_tokens = prompt.max_new_tokens;
       r.on_token = [&run](TokenId) { return run.write_error.empty(); };
       auto left = std::make_shared<size_t>(todo.size() + 1);  // variants still running
-      r.on_finish = [&run, &engine, &progress, i, m, todo, left, done, ran](
-                        size_t variant, const engine::RequestResult& result) {
+      r.on_finish = [&run, &engine, &progress, i, m, todo, left](size_t variant,
+                                                                 const engine::RequestResult& result) {
         const auto& setting = run.settings[variant == 0 ? 0 : todo[variant - 1]];
         const std::string& mode = run.modes[m];
         const std::string id = sample_id(run.plan.samples[i], i);
@@ -293,10 +294,10 @@ std::vector<engine::Request> make_requests(EvalRun& run, const engine::Engine& e
           }
         }
         if (--*left > 0) return;
-        ++*done;
-        ++*ran;
+        ++run.done;
+        ++run.ran;
         const auto& sample = run.plan.samples[i];
-        progress.report(*done, *ran,
+        progress.report(run.done, run.ran,
                         fmt::format("{} {} len {} depth {}", sample.task, mode, sample.context_length,
                                     sample.depth_percent));
       };
@@ -373,7 +374,7 @@ int run_eval(const EvalOptions& options, comm::Communicator& comm, comm::Communi
 
   std::vector<std::string> modes = {options.mode};
   if (options.mode == "both") modes = {"query-aware", "query-agnostic"};
-  EvalRun run{modes, make_settings(specs, engine), {}, std::move(finished), std::nullopt, {}, 0};
+  EvalRun run{modes, make_settings(specs, engine), {}, std::move(finished), std::nullopt, {}, 0, 0, 0};
   on_coordinator(comm, [&] {
     run.plan = make_plan(options, modes, run.settings, engine.tokenizer(), context);
     run.records.emplace(out / "samples.jsonl");

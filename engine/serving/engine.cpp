@@ -106,8 +106,8 @@ KvCompressor* Engine::compressor_for(const CompressionSpec& spec) {
 }
 
 // New sequences get an empty store (and their compressor, loaded collectively: a bad side file
-// fails that sequence alone, on every rank alike).
-// A sequence with forks records what every fork's press needs (recent queries, attention mass).
+// fails that sequence alone, on every rank alike); a sequence with forks records what every
+// fork's press needs (recent queries, attention mass).
 void Engine::add_sequences(const StepMessage& step, std::map<int64_t, std::string>& failed) {
   const auto compressor_or_null = [&](const CompressionSpec& spec) {
     return spec.enabled() ? compressor_for(spec) : nullptr;
@@ -262,19 +262,7 @@ std::vector<RequestResult> Engine::run(std::vector<Request> requests) {
   if (coordinator) {
     for (size_t i = 0; i < requests.size(); ++i) {
       const std::string error = request_error(requests[i]);
-      if (error.empty()) {
-        scheduler.submit(std::move(requests[i]), results[i], 0.0);
-        continue;
-      }
-      // The request and each of its forks fail with the same error.
-      results[i].forks.resize(requests[i].forks.size());
-      for (size_t v = 0; v <= requests[i].forks.size(); ++v) {
-        auto& result = v == 0 ? results[i] : results[i].forks[v - 1];
-        result.finish = FinishReason::kError;
-        result.error = error;
-        result.prompt_tokens = static_cast<int64_t>(requests[i].prompt.size());
-        if (requests[i].on_finish) requests[i].on_finish(v, result);
-      }
+      scheduler.submit(std::move(requests[i]), results[i], 0.0, error);
     }
   }
   stats_ = RunStats{};

@@ -62,7 +62,7 @@ int64_t Scheduler::running() const {
   return static_cast<int64_t>(running_.size());
 }
 
-void Scheduler::submit(Request request, RequestResult& result, double now) {
+void Scheduler::submit(Request request, RequestResult& result, double now, const std::string& error) {
   const int64_t id = next_id_++;
   result = RequestResult{};
   result.forks.resize(request.forks.size());
@@ -72,10 +72,13 @@ void Scheduler::submit(Request request, RequestResult& result, double now) {
                       entry->request.continuation.end());
   result.prompt_tokens = static_cast<int64_t>(entry->input.size());
   result.arrival_seconds = now;
-  if (entry->compresses())
-    result.budget_tokens = entry->request.compression.budget_tokens_for(entry->compress_at());
-  entry->budget_tokens = result.budget_tokens;
-  entries_.emplace(id, std::move(entry));
+  auto& e = *entries_.emplace(id, std::move(entry)).first->second;
+  if (!error.empty()) {
+    result.error = error;
+    return finish(e, FinishReason::kError, now);  // never added: retired in the next step
+  }
+  if (e.compresses()) result.budget_tokens = e.request.compression.budget_tokens_for(e.compress_at());
+  e.budget_tokens = result.budget_tokens;
   waiting_.push_back(id);
 }
 

@@ -47,8 +47,9 @@ class Scheduler {
   Scheduler(const SchedulerLimits& limits, const KvGeometry& geometry, const Tokenizer& tokenizer);
   ~Scheduler();
 
-  // Queues a request (validated by the caller); its result is written to `result`.
-  void submit(Request request, RequestResult& result, double now);
+  // Queues a request (validated by the caller); its result is written to `result`. With an error
+  // (the caller refused it), it ends at once with that error, and so does each of its forks.
+  void submit(Request request, RequestResult& result, double now, const std::string& error = "");
   // The next step, from what the ranks reported after the last one. end_of_run once nothing is left.
   StepMessage next_step(const StepReport& report, double now);
   // After the step's forward: the logits rows of the step's rows with logits, in order
