@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdio>
 #include <memory>
 #include <stdexcept>
 #include <utility>
@@ -73,6 +74,9 @@ MpiCommunicator::MpiCommunicator(MPI_Comm base, bool owns_mpi) : owns_mpi_(owns_
 
 MpiCommunicator::~MpiCommunicator() {
   if (comm_ == MPI_COMM_NULL) return;
+  if (!name_.empty() && traffic_report_requested()) {
+    std::fprintf(stderr, "kvshrink: comm-stats %s\n", traffic_json(traffic_, world_, name_).c_str());
+  }
   // A destructor cannot report errors; the process is ending MPI anyway.
   MPI_Comm_free(&comm_);
   if (!owns_mpi_) return;
@@ -81,7 +85,11 @@ MpiCommunicator::~MpiCommunicator() {
 }
 
 MpiCommunicator::MpiCommunicator(MpiCommunicator&& other) noexcept
-    : comm_(std::exchange(other.comm_, MPI_COMM_NULL)), owns_mpi_(other.owns_mpi_), world_(other.world_) {}
+    : comm_(std::exchange(other.comm_, MPI_COMM_NULL)),
+      owns_mpi_(other.owns_mpi_),
+      world_(other.world_),
+      traffic_(other.traffic_),
+      name_(std::move(other.name_)) {}
 
 // At most one of the two owns MPI (MPI initialises once per process); after the swap `other`
 // holds what this held, moved-from state included, and cleans it up.
@@ -89,6 +97,8 @@ MpiCommunicator& MpiCommunicator::operator=(MpiCommunicator&& other) noexcept {
   std::swap(comm_, other.comm_);
   std::swap(owns_mpi_, other.owns_mpi_);
   std::swap(world_, other.world_);
+  std::swap(traffic_, other.traffic_);
+  std::swap(name_, other.name_);
   return *this;
 }
 
@@ -96,7 +106,14 @@ void MpiCommunicator::wait(MPI_Request& request, const char* call) {
   process_watchdog->wait(request, call);
 }
 
+void MpiCommunicator::set_name(const std::string& name) {
+  check_mpi(MPI_Comm_set_name(comm_, name.c_str()), "MPI_Comm_set_name");
+  name_ = name;
+}
+
 void MpiCommunicator::all_reduce_sum(std::span<float> data) {
+  ++traffic_.all_reduce.calls;
+  traffic_.all_reduce.bytes += data.size_bytes();
   for_each_chunk(data.size(), [&](size_t offset, int count) {
     MPI_Request request = MPI_REQUEST_NULL;
     check_mpi(MPI_Iallreduce(MPI_IN_PLACE, data.data() + offset, count, MPI_FLOAT, MPI_SUM, comm_, &request),
@@ -106,6 +123,8 @@ void MpiCommunicator::all_reduce_sum(std::span<float> data) {
 }
 
 void MpiCommunicator::all_reduce_max(std::span<int64_t> data) {
+  ++traffic_.all_reduce.calls;
+  traffic_.all_reduce.bytes += data.size_bytes();
   for_each_chunk(data.size(), [&](size_t offset, int count) {
     MPI_Request request = MPI_REQUEST_NULL;
     check_mpi(
@@ -156,6 +175,11 @@ void MpiCommunicator::gather(const void* send, void* recv, std::span<const int64
     throw std::invalid_argument(
         fmt::format("all_gather: receive buffer holds {} elements, counts sum to {}", recv_size, total));
   }
+  int type_size = 0;
+  check_mpi(MPI_Type_size(type, &type_size), "MPI_Type_size");
+  ++traffic_.all_gather.calls;
+  traffic_.all_gather.bytes += recv_size * type_size;
+  traffic_.all_gather_sent += send_size * type_size;
   MPI_Request request = MPI_REQUEST_NULL;
   check_mpi(MPI_Iallgatherv(send, int_counts[world_.rank], type, recv, int_counts.data(),
                             displacements.data(), type, comm_, &request),
@@ -167,6 +191,9 @@ void MpiCommunicator::broadcast(std::span<std::byte> data, int root) {
   if (root < 0 || root >= world_.size) {
     throw std::invalid_argument(fmt::format("broadcast: root {} is not a rank of {}", root, world_.size));
   }
+  ++traffic_.broadcast.calls;
+  traffic_.broadcast.bytes += data.size();
+  if (root == world_.rank) traffic_.broadcast_root_bytes += data.size();
   for_each_chunk(data.size(), [&](size_t offset, int count) {
     MPI_Request request = MPI_REQUEST_NULL;
     check_mpi(MPI_Ibcast(data.data() + offset, count, MPI_BYTE, root, comm_, &request), "MPI_Ibcast");
@@ -175,6 +202,7 @@ void MpiCommunicator::broadcast(std::span<std::byte> data, int root) {
 }
 
 void MpiCommunicator::barrier() {
+  ++traffic_.barriers;
   MPI_Request request = MPI_REQUEST_NULL;
   check_mpi(MPI_Ibarrier(comm_, &request), "MPI_Ibarrier");
   wait(request, "MPI_Ibarrier");
@@ -197,9 +225,13 @@ std::unique_ptr<Communicator> make_mpi_communicator(int* argc, char*** argv) {
 }
 
 Planes make_mpi_planes(int* argc, char*** argv) {
+  auto control = std::make_unique<MpiCommunicator>(argc, argv);
+  control->set_name("control");
+  auto data = control->duplicate();
+  static_cast<MpiCommunicator&>(*data).set_name("data");
   Planes planes;
-  planes.control = make_mpi_communicator(argc, argv);
-  planes.data = planes.control->duplicate();
+  planes.control = std::move(control);
+  planes.data = std::move(data);
   return planes;
 }
 

@@ -1,15 +1,18 @@
 // The MPI backend of Communicator: owns MPI (init in the constructor, finalize in the
 // destructor) and a duplicate of MPI_COMM_WORLD whose errors come back as return codes, turned
 // into std::runtime_error with MPI's error string. Collectives are non-blocking MPI calls waited
-// for by the process's Watchdog (comm/mpi_watchdog.h), which ends the job on a stopped rank.
+// for by the process's Watchdog (comm/mpi_watchdog.h), which ends the job on a stopped rank. Each
+// collective's message size is counted (comm/traffic.h).
 #pragma once
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 
 #include "comm/communicator.h"
 #include "comm/mpi_c_api.h"
+#include "comm/traffic.h"
 
 namespace kvshrink::comm {
 
@@ -43,6 +46,12 @@ class MpiCommunicator final : public Communicator {
   std::unique_ptr<Communicator> duplicate() const override;
   void keep_alive() override;
 
+  // What this communicator's collectives carried on this rank so far.
+  const Traffic& traffic() const { return traffic_; }
+  // Names the communicator (also for MPI tools: MPI_Comm_set_name, e.g. Open MPI's monitoring
+  // output). A named communicator prints its traffic when destroyed if KVSHRINK_COMM_STATS is set.
+  void set_name(const std::string& name);
+
  private:
   MpiCommunicator(MPI_Comm base, bool owns_mpi);
   // Waits for a non-blocking collective through the watchdog.
@@ -53,6 +62,8 @@ class MpiCommunicator final : public Communicator {
   MPI_Comm comm_ = MPI_COMM_NULL;  // MPI_COMM_NULL when moved from: the destructor does nothing
   bool owns_mpi_ = true;           // finalises MPI when destroyed
   World world_;
+  Traffic traffic_;
+  std::string name_;  // empty: never prints its traffic
 };
 
 }  // namespace kvshrink::comm

@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "comm/collective_error.h"
+#include "comm/mpi_communicator.h"
+#include "comm/traffic.h"
 #include "support/mpi_test_main.h"
 
 namespace kvshrink::comm {
@@ -193,6 +195,37 @@ TEST(Communicator, BroadcastString) {
 
 TEST(Communicator, Barrier) {
   for (int i = 0; i < 3; ++i) EXPECT_NO_THROW(communicator().barrier());
+}
+
+// Each collective counts the message it was handed (comm/traffic.h), on a fresh duplicate.
+TEST(Communicator, CountsTrafficPerCollective) {
+  std::unique_ptr<Communicator> duplicate = communicator().duplicate();
+  auto& counted = dynamic_cast<MpiCommunicator&>(*duplicate);
+  const int n = world().size;
+  const int rank = world().rank;
+  std::vector<float> reduced(100);
+  counted.all_reduce_sum(reduced);
+  std::vector<int64_t> flags(3);
+  counted.all_reduce_max(flags);
+  std::vector<int64_t> counts(n);
+  for (int r = 0; r < n; ++r) counts[r] = r + 1;  // rank r sends r + 1 floats
+  std::vector<float> send(rank + 1), recv(n * (n + 1) / 2);
+  counted.all_gather(send, recv, counts);
+  std::vector<std::byte> bytes(10);
+  counted.broadcast(bytes, n - 1);
+  counted.barrier();
+
+  const Traffic& t = counted.traffic();
+  EXPECT_EQ(t.all_reduce.calls, 2);
+  EXPECT_EQ(t.all_reduce.bytes, 100 * sizeof(float) + 3 * sizeof(int64_t));
+  EXPECT_EQ(t.all_gather.calls, 1);
+  EXPECT_EQ(t.all_gather.bytes, recv.size() * sizeof(float));
+  EXPECT_EQ(t.all_gather_sent, (rank + 1) * sizeof(float));
+  EXPECT_EQ(t.broadcast.calls, 1);
+  EXPECT_EQ(t.broadcast.bytes, 10u);
+  EXPECT_EQ(t.broadcast_root_bytes, rank == n - 1 ? 10u : 0u);
+  EXPECT_EQ(t.barriers, 1);
+  EXPECT_EQ(traffic_json(t, world(), "data").rfind(R"({"plane":"data","rank":)", 0), 0u);
 }
 
 // Runs check_all and returns the JobError it threw, if any.
