@@ -11,6 +11,7 @@
 #include "comm/collective_error.h"
 #include "comm/communicator.h"
 #include "comm/planes.h"
+#include "launch/batch/batch_command.h"
 #include "launch/bench_command.h"
 #include "launch/bench_throughput_command.h"
 #include "launch/calibrate_command.h"
@@ -47,6 +48,8 @@ int main(int argc, char** argv) {
   auto* calibrate = launch::add_calibrate_command(app, calibrate_options);
   launch::BenchThroughputOptions bench_throughput_options;
   auto* bench_throughput = launch::add_bench_throughput_command(app, bench_throughput_options);
+  launch::BatchOptions batch_options;
+  auto* batch = launch::add_batch_command(app, batch_options);
 
   try {
     app.parse(argc, argv);
@@ -62,6 +65,7 @@ int main(int argc, char** argv) {
 
   try {
     if (generate->parsed()) return launch::run_generate(generate_options, *comm, *planes.data);
+    if (batch->parsed()) return launch::run_batch(batch_options, *comm, *planes.data);
     if (bench_throughput->parsed()) {
       return launch::run_bench_throughput(bench_throughput_options, *comm, *planes.data);
     }
