@@ -92,9 +92,7 @@ void add_compression_options(CLI::App& cmd, CompressionOptions& o, bool several)
       ->check(CLI::NonNegativeNumber);
 }
 
-namespace {
-
-engine::CompressionSpec make_spec(const CompressionOptions& o, const std::string& press) {
+engine::CompressionSpec compression_spec_for(const CompressionOptions& o, const std::string& press) {
   engine::CompressionSpec spec;
   spec.method = press;
   if (press == "none") return spec;
@@ -119,8 +117,6 @@ engine::CompressionSpec make_spec(const CompressionOptions& o, const std::string
   return spec;
 }
 
-}  // namespace
-
 std::vector<engine::CompressionSpec> compression_specs(const CompressionOptions& o,
                                                        comm::Communicator& comm) {
   std::vector<engine::CompressionSpec> specs;
@@ -129,7 +125,7 @@ std::vector<engine::CompressionSpec> compression_specs(const CompressionOptions&
     const std::vector<std::string> presses = o.presses.empty() ? std::vector<std::string>{"none"} : o.presses;
     for (const auto& press : presses) {
       if (press == "none") {
-        specs.push_back(make_spec(o, press));
+        specs.push_back(compression_spec_for(o, press));
         continue;
       }
       if (o.budgets.empty() && o.budget_tokens.empty()) {
@@ -137,13 +133,13 @@ std::vector<engine::CompressionSpec> compression_specs(const CompressionOptions&
             fmt::format("--press {} needs a budget: --budget F or --budget-tokens B", press));
       }
       for (double fraction : o.budgets) {
-        auto spec = make_spec(o, press);
+        auto spec = compression_spec_for(o, press);
         spec.budget_fraction = fraction;
         engine::validate(spec);
         specs.push_back(spec);
       }
       for (int64_t tokens : o.budget_tokens) {
-        auto spec = make_spec(o, press);
+        auto spec = compression_spec_for(o, press);
         spec.budget_tokens = tokens;
         engine::validate(spec);
         specs.push_back(spec);

@@ -36,6 +36,10 @@ struct CompressionOptions {
 // several: --press and the budgets take comma-separated lists (eval, bench).
 void add_compression_options(CLI::App& cmd, CompressionOptions& options, bool several);
 
+// The spec of `press` with the options' press parameters and no budget set ("none": full KV).
+// Does not validate: an unknown press is refused by engine::validate.
+engine::CompressionSpec compression_spec_for(const CompressionOptions& options, const std::string& press);
+
 // Every (press, budget) the options name, in order; {full KV} when no press is given.
 // Collective: a bad combination (no budget, a token budget below the window, ...) is a
 // comm::JobError on every rank.

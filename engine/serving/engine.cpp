@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <list>
 #include <string>
 
 #include "comm/collective_error.h"
@@ -249,15 +250,61 @@ StepReport Engine::report(std::map<int64_t, std::string> failed) {
   return out;
 }
 
+double Engine::seconds_since_start() const {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start_).count();
+}
+
+void Engine::begin_run() {
+  run_start_ = std::chrono::steady_clock::now();
+  stats_ = RunStats{};
+  stats_.pool_capacity_bytes = pool_->capacity();
+  running_sum_ = 0.0;
+}
+
+// Collective: rank 0's step (the others' is overwritten) runs on every rank, rank 0 samples, and
+// every rank reports into `last`. False once it was the end of the run.
+bool Engine::run_step(Scheduler& scheduler, StepMessage& step, StepReport& last) {
+  const bool coordinator = control_.world().is_coordinator();
+  const int64_t running = scheduler.running();  // rank 0's count (admitted, holding KV)
+  broadcast_step(control_, step);
+  if (step.end_of_run) return false;
+  std::map<int64_t, std::string> failed;
+  std::vector<float> logits;
+  std::set<int64_t> not_run;
+  const double attention_before = loaded_.model->attention_seconds();
+  execute(step, failed, logits, not_run);
+  if (coordinator) {
+    scheduler.add_attention(step, not_run, loaded_.model->attention_seconds() - attention_before);
+    scheduler.sampled_logits(step, logits, loaded_.model->config().vocab_size, not_run,
+                             seconds_since_start());
+  }
+  last = report(std::move(failed));
+  ++stats_.steps;
+  running_sum_ += static_cast<double>(running);
+  stats_.peak_running = std::max(stats_.peak_running, running);
+  stats_.pool_peak_bytes = std::max(stats_.pool_peak_bytes, pool_used_bytes(last));
+  return true;
+}
+
+// Block bytes on the fullest rank after the step `report` followed.
+uint64_t Engine::pool_used_bytes(const StepReport& report) const {
+  const int64_t free_min = *std::min_element(report.free_blocks.begin(), report.free_blocks.end());
+  return static_cast<uint64_t>(pool_->capacity_blocks() - free_min) * pool_->block_bytes();
+}
+
+void Engine::end_run() {
+  stats_.seconds = seconds_since_start();
+  stats_.mean_running = stats_.steps > 0 ? running_sum_ / static_cast<double>(stats_.steps) : 0.0;
+}
+
+SchedulerLimits Engine::scheduler_limits() const {
+  return {options_.max_num_seqs, options_.max_num_batched_tokens, context_size_};
+}
+
 std::vector<RequestResult> Engine::run(std::vector<Request> requests) {
   const bool coordinator = control_.world().is_coordinator();
-  const auto start = std::chrono::steady_clock::now();
-  const auto now = [&] {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  };
-  const auto& config = loaded_.model->config();
-  SchedulerLimits limits{options_.max_num_seqs, options_.max_num_batched_tokens, context_size_};
-  Scheduler scheduler(limits, geometry(), *loaded_.tokenizer);
+  Scheduler scheduler(scheduler_limits(), geometry(), *loaded_.tokenizer);
+  begin_run();
   std::vector<RequestResult> results(coordinator ? requests.size() : 0);
   if (coordinator) {
     for (size_t i = 0; i < requests.size(); ++i) {
@@ -265,35 +312,74 @@ std::vector<RequestResult> Engine::run(std::vector<Request> requests) {
       scheduler.submit(std::move(requests[i]), results[i], 0.0, error);
     }
   }
-  stats_ = RunStats{};
-  stats_.pool_capacity_bytes = pool_->capacity();
-  double running_sum = 0.0;
   StepReport last = report({});
   for (;;) {
-    StepMessage step = coordinator ? scheduler.next_step(last, now()) : StepMessage{};
-    const int64_t running = scheduler.running();  // rank 0's count (admitted, holding KV)
-    broadcast_step(control_, step);
-    if (step.end_of_run) break;
-    std::map<int64_t, std::string> failed;
-    std::vector<float> logits;
-    std::set<int64_t> not_run;
-    const double attention_before = loaded_.model->attention_seconds();
-    execute(step, failed, logits, not_run);
-    if (coordinator) {
-      scheduler.add_attention(step, not_run, loaded_.model->attention_seconds() - attention_before);
-      scheduler.sampled_logits(step, logits, config.vocab_size, not_run, now());
-    }
-    last = report(std::move(failed));
-    ++stats_.steps;
-    running_sum += static_cast<double>(running);
-    stats_.peak_running = std::max(stats_.peak_running, running);
-    const int64_t free_min = *std::min_element(last.free_blocks.begin(), last.free_blocks.end());
-    const auto held = static_cast<uint64_t>(pool_->capacity_blocks() - free_min) * pool_->block_bytes();
-    stats_.pool_peak_bytes = std::max(stats_.pool_peak_bytes, held);
+    StepMessage step = coordinator ? scheduler.next_step(last, seconds_since_start()) : StepMessage{};
+    if (!run_step(scheduler, step, last)) break;
   }
-  stats_.seconds = now();
-  stats_.mean_running = stats_.steps > 0 ? running_sum / static_cast<double>(stats_.steps) : 0.0;
+  end_run();
   return results;
+}
+
+// What serve() publishes after a step.
+ServingGauges Engine::gauges(const Scheduler& scheduler, const StepReport& last) const {
+  ServingGauges g;
+  g.running = scheduler.running();
+  g.waiting = scheduler.waiting();
+  g.pool_used_bytes = pool_used_bytes(last);
+  g.pool_capacity_bytes = pool_->capacity();
+  for (const auto& [id, bytes] : last.bytes_held) g.kv_bytes_held += bytes;
+  for (const auto& [id, bytes] : last.bytes_full) g.kv_bytes_full += bytes;
+  g.preemptions = scheduler.preemptions();
+  g.steps = stats_.steps;
+  return g;
+}
+
+void Engine::serve(RequestInbox* inbox) {
+  const bool coordinator = control_.world().is_coordinator();
+  Scheduler scheduler(scheduler_limits(), geometry(), *loaded_.tokenizer);
+  begin_run();
+  // Rank 0: the results the scheduler writes into, each kept until all its variants have ended.
+  struct Held {
+    RequestResult result;
+    size_t unfinished = 0;
+  };
+  std::list<Held> held;
+  const auto submit = [&](Request request) {
+    auto& h = held.emplace_back();
+    h.unfinished = 1 + request.forks.size();
+    request.on_finish = [inner = std::move(request.on_finish), &h](size_t variant, const RequestResult& r) {
+      if (inner) inner(variant, r);
+      --h.unfinished;
+    };
+    const std::string error = request_error(request);
+    scheduler.submit(std::move(request), h.result, seconds_since_start(), error);
+  };
+  StepReport last = report({});
+  bool nothing_to_run = true;  // the last step rank 0 made was empty: wait for requests
+  for (;;) {
+    StepMessage step;
+    if (coordinator) {
+      for (auto& request : inbox->take(std::chrono::milliseconds(nothing_to_run ? 20 : 0)))
+        submit(std::move(request));
+      if (scheduler.idle() && inbox->closed()) {
+        step.end_of_run = true;
+      } else {
+        step = scheduler.next_step(last, seconds_since_start());
+        step.end_of_run = false;
+        held.remove_if([](const Held& h) { return h.unfinished == 0; });
+        nothing_to_run = step.empty();
+        if (nothing_to_run) {  // the workers wait in the broadcast; answer their pings meanwhile
+          inbox->publish(gauges(scheduler, last));
+          control_.keep_alive();
+          continue;
+        }
+      }
+    }
+    if (!run_step(scheduler, step, last)) break;
+    if (coordinator) inbox->publish(gauges(scheduler, last));
+  }
+  end_run();
 }
 
 }  // namespace kvshrink::engine

@@ -7,6 +7,7 @@
 //   auto results = engine.run(std::move(requests));       // collective; rank 0's requests count
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -18,6 +19,7 @@
 #include "engine/compression/kv_compressor.h"
 #include "engine/model/loaded_model.h"
 #include "engine/serving/request.h"
+#include "engine/serving/request_inbox.h"
 #include "engine/serving/scheduler.h"
 #include "kvstore/kv_memory_pool.h"
 
@@ -60,6 +62,10 @@ class Engine {
   // press, budget out of range, larger than the pool) fails alone with its error; so does a request
   // with a bad fork (the request and all its forks).
   std::vector<RequestResult> run(std::vector<Request> requests);
+  // Collective. Runs the requests that arrive in rank 0's inbox (the other ranks pass null) as they
+  // come, each failing alone as in run(), and publishes the gauges there after every step; returns
+  // on every rank once the inbox is closed and every request in it has ended.
+  void serve(RequestInbox* inbox);
   const RunStats& last_run() const { return stats_; }
 
   // Collective: the compressor of spec, loaded now if it was not (its side files read and checked);
@@ -95,6 +101,13 @@ class Engine {
   void compress(const StepMessage& step, std::map<int64_t, std::string>& failed);
   StepReport report(std::map<int64_t, std::string> failed);
   KvGeometry geometry() const;
+  SchedulerLimits scheduler_limits() const;
+  void begin_run();
+  bool run_step(Scheduler& scheduler, StepMessage& step, StepReport& last);
+  void end_run();
+  double seconds_since_start() const;
+  uint64_t pool_used_bytes(const StepReport& report) const;
+  ServingGauges gauges(const Scheduler& scheduler, const StepReport& last) const;
 
   EngineOptions options_;
   comm::Communicator& control_;
@@ -105,6 +118,8 @@ class Engine {
   std::map<std::string, std::unique_ptr<KvCompressor>> compressors_;  // by compression_key()
   std::map<int64_t, Live> live_;                                      // sequences the ranks hold
   RunStats stats_;
+  double running_sum_ = 0.0;  // running sequences summed over the run's steps
+  std::chrono::steady_clock::time_point run_start_;
 };
 
 }  // namespace kvshrink::engine

@@ -38,6 +38,10 @@ struct Request {
   // Called on rank 0 once a variant has ended (0: the request itself, i: forks[i - 1]), with its
   // result final. May be empty.
   std::function<void(size_t variant, const RequestResult&)> on_finish;
+  // Called on rank 0 before every step while the request waits or runs; true ends it (and its
+  // forks) at once as kStoppedByCaller and frees its KV (a client gone, a shutdown deadline).
+  // May be empty.
+  std::function<bool()> cancelled;
 };
 
 // Rank 0's record of one request; other ranks get empty results.

@@ -108,6 +108,16 @@ void Scheduler::retire(int64_t id) {
   entries_.erase(id);
 }
 
+// Requests whose front end gave up on them (Request::cancelled) end now; the ones the ranks hold
+// are released in this step. A fork goes with its request.
+void Scheduler::finish_cancelled(double now) {
+  for (auto& [id, entry] : entries_) {
+    if (entry->finished) continue;
+    const auto& cancelled = entry->request.cancelled;
+    if (cancelled && cancelled()) finish(*entry, FinishReason::kStoppedByCaller, now);
+  }
+}
+
 // Blocks rank r may need beyond what a sequence holds while it is compressed. Token eviction
 // compacts in place: nothing when the store is one segment (the first compression, at the
 // prompt's end), else the tail's kept tokens appended to the compacted segment (at most the
@@ -155,6 +165,7 @@ void Scheduler::preempt(Entry& entry, std::vector<int64_t>& avail, const StepRep
   entry.tail = 0;
   entry.added = false;
   entry.result->preemptions += 1;
+  ++preemptions_;
 }
 
 bool Scheduler::admit(Entry& entry, std::vector<int64_t>& avail, StepMessage& step, double now) {
@@ -262,6 +273,7 @@ StepMessage Scheduler::next_step(const StepReport& report, double now) {
       result.kv_bytes_full_compressed = report.full_at_compression.at(id);
     }
   }
+  finish_cancelled(now);
   std::vector<int64_t> avail = report.free_blocks;
   for (const int64_t id : to_release_) {
     if (!entries_.at(id)->added) continue;

@@ -63,6 +63,8 @@ class Scheduler {
 
   int64_t running() const;
   int64_t waiting() const { return static_cast<int64_t>(waiting_.size()); }
+  int64_t preemptions() const { return preemptions_; }  // since the scheduler was made
+  bool idle() const { return entries_.empty(); }        // nothing waits, runs or is left to release
 
  private:
   struct Entry;
@@ -75,6 +77,7 @@ class Scheduler {
   void make_forks(std::vector<int64_t>& avail, StepMessage& step, double now);
   int64_t fork_blocks(const Entry& parent, size_t fork, int rank) const;
   void retire(int64_t id);
+  void finish_cancelled(double now);
 
   SchedulerLimits limits_;
   KvGeometry geometry_;
@@ -84,6 +87,7 @@ class Scheduler {
   std::deque<int64_t> waiting_;                        // ids, in arrival order (preempted first)
   std::vector<int64_t> running_;                       // ids, in admission order
   std::vector<int64_t> to_release_;
+  int64_t preemptions_ = 0;
 };
 
 }  // namespace kvshrink::engine

@@ -1,0 +1,45 @@
+#include "launch/openai/completion_text.h"
+
+#include <algorithm>
+
+namespace kvshrink::launch {
+
+CompletionText::CompletionText(const engine::Tokenizer& tokenizer, std::vector<std::string> stop)
+    : decoder_(tokenizer), stop_(std::move(stop)) {
+  for (const auto& s : stop_) hold_back_ = std::max(hold_back_, s.empty() ? 0 : s.size() - 1);
+}
+
+// text_[sent_.size(), end), appended to sent_. A held-back cut never splits a UTF-8 character.
+std::string CompletionText::take(size_t end) {
+  while (end > sent_.size() && end < text_.size() && (static_cast<unsigned char>(text_[end]) & 0xC0) == 0x80)
+    --end;
+  if (end <= sent_.size()) return "";
+  std::string out = text_.substr(sent_.size(), end - sent_.size());
+  sent_ += out;
+  return out;
+}
+
+std::string CompletionText::push(engine::TokenId token) {
+  if (stopped_) return "";
+  const size_t old_size = text_.size();
+  text_ += decoder_.push(token);
+  size_t cut = std::string::npos;
+  for (const auto& s : stop_) {  // the earliest match that ends in what this token added
+    const size_t from = old_size >= s.size() ? old_size - s.size() + 1 : 0;
+    cut = std::min(cut, text_.find(s, from));
+  }
+  if (cut != std::string::npos) {
+    stopped_ = true;
+    text_.resize(cut);
+    return take(cut);
+  }
+  return take(text_.size() > hold_back_ ? text_.size() - hold_back_ : 0);
+}
+
+std::string CompletionText::finish() {
+  if (!stopped_) text_ += decoder_.finish();
+  stopped_ = true;
+  return take(text_.size());
+}
+
+}  // namespace kvshrink::launch
