@@ -7,9 +7,9 @@
 #   - shard and results files are named by INDEX and COUNT under OUT_DIR, so a requeued task finds
 #     its own results again and `kvshrink batch` skips the custom_ids already there;
 #   - SIGTERM or SIGINT to this script (sbatch --signal=B:TERM@120 before the time limit; Slurm's
-#     preemption) goes on to the ranks: srun forwards it to every task, mpirun would kill its ranks
-#     1 s after, so the ranks on this node are signalled directly; kvshrink batch finishes the step,
-#     flushes and exits 75;
+#     preemption) goes on to the ranks: srun forwards it to every task; mpirun gets SIGUSR1, which it
+#     forwards to every rank unchanged (a SIGTERM it would follow with SIGKILL 1 s later); rank 0 of
+#     kvshrink batch finishes the step, flushes and exits 75, the other ranks follow it;
 #   - on 75 the task asks Slurm to requeue it (scontrol requeue), at most MAX_REQUEUES times, and
 #     exits 75; run again by hand (or `sbatch --array=K`) it resumes the same way.
 #
@@ -71,7 +71,7 @@ forward_signal() {
   [ "$child" -gt 0 ] || return 0  # not started yet: run_forwarding_signals forwards it at once
   log "got a stop signal: forwarding it; kvshrink batch flushes and exits 75"
   if [ "$LAUNCHER" = mpirun ]; then
-    pkill -TERM -P "$child" 2> /dev/null || true
+    kill -USR1 "$child" 2> /dev/null || true
   else
     kill -TERM "$child" 2> /dev/null || true
   fi
