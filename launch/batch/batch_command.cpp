@@ -19,7 +19,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Set by SIGTERM/SIGINT on rank 0 (to the signal's number); the job stops after the step.
+// Set by SIGTERM/SIGINT/SIGUSR1 on rank 0 (to the signal's number); the job stops after the step.
 std::atomic<int> stop_signal{0};
 static_assert(std::atomic<int>::is_always_lock_free);
 
@@ -36,6 +36,7 @@ void handle_stop_signals(bool coordinator) {
   sigemptyset(&action.sa_mask);
   sigaction(SIGTERM, &action, nullptr);
   sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGUSR1, &action, nullptr);  // mpirun forwards SIGUSR1 to the ranks without killing them
 }
 
 // Rank 0, before the model loads: the input's lines and the results file opened for appending.

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <csignal>
+#include <cstring>
 #include <memory>
 #include <thread>
 
@@ -111,9 +112,9 @@ void BatchJob::watch() {
   if (signal_ != 0 && !announced_stop_) {
     announced_stop_ = true;
     progress_.note(
-        fmt::format("kvshrink: batch: {}: finishing this step; the lines still running get no "
+        fmt::format("kvshrink: batch: SIG{}: finishing this step; the lines still running get no "
                     "record now and run again on resume",
-                    signal_ == SIGINT ? "SIGINT" : "SIGTERM"));
+                    sigabbrev_np(signal_)));
   }
   progress_.tick();
 }

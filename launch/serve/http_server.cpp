@@ -5,6 +5,7 @@
 #include <array>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 
 #include "launch/openai/api_key.h"
 #include "launch/serve/server_state.h"
@@ -161,8 +162,8 @@ net::awaitable<void> accept_loop(HttpServer::State& state) {
 // returns); after the shutdown timeout, whatever still runs is cancelled.
 void on_signal(HttpServer::State& state, int signal_number) {
   if (state.shutting_down.exchange(true)) return;
-  std::fprintf(stderr, "kvshrink: %s: no new requests; the %lld running or waiting get up to %.0f s\n",
-               signal_number == SIGINT ? "SIGINT" : "SIGTERM",
+  std::fprintf(stderr, "kvshrink: SIG%s: no new requests; the %lld running or waiting get up to %.0f s\n",
+               sigabbrev_np(signal_number),
                static_cast<long long>(state.inbox.gauges().running + state.inbox.gauges().waiting),
                state.config.shutdown_timeout);
   boost::system::error_code ignored;
@@ -213,6 +214,7 @@ void HttpServer::start() {
   }
   s.signals.add(SIGTERM);
   s.signals.add(SIGINT);
+  s.signals.add(SIGUSR1);  // what mpirun forwards to the ranks without killing them after
   s.signals.async_wait([&s](const boost::system::error_code& ec, int signal_number) {
     if (!ec) on_signal(s, signal_number);
   });

@@ -60,6 +60,7 @@ int run_serve(const ServeOptions& options, comm::Communicator& control, comm::Co
   if (!coordinator) {
     std::signal(SIGTERM, SIG_IGN);
     std::signal(SIGINT, SIG_IGN);
+    std::signal(SIGUSR1, SIG_IGN);
   }
   engine::RequestInbox inbox(options.max_waiting);
   std::optional<HttpServer> server;
