@@ -357,6 +357,10 @@ void Engine::serve(RequestInbox* inbox) {
   };
   StepReport last = report({});
   bool nothing_to_run = true;  // the last step rank 0 made was empty: wait for requests
+  // While idle, an empty step every few seconds: a rank that stopped shows up as a step that does
+  // not end (the front end's health check) before a request meets it.
+  constexpr double kHeartbeatSeconds = 5.0;
+  double last_step = seconds_since_start();
   for (;;) {
     StepMessage step;
     if (coordinator) {
@@ -369,14 +373,21 @@ void Engine::serve(RequestInbox* inbox) {
         step.end_of_run = false;
         held.remove_if([](const Held& h) { return h.unfinished == 0; });
         nothing_to_run = step.empty();
-        if (nothing_to_run) {  // the workers wait in the broadcast; answer their pings meanwhile
+        if (nothing_to_run && seconds_since_start() - last_step < kHeartbeatSeconds) {
           inbox->publish(gauges(scheduler, last));
-          control_.keep_alive();
+          control_.keep_alive();  // the workers wait in the broadcast: answer their pings
           continue;
         }
       }
+      inbox->publish(gauges(scheduler, last));  // what it admitted now runs, no longer waits
+      inbox->step_begins();
     }
-    if (!run_step(scheduler, step, last)) break;
+    const bool more = run_step(scheduler, step, last);
+    if (coordinator) {
+      inbox->step_ends();
+      last_step = seconds_since_start();
+    }
+    if (!more) break;
     if (coordinator) inbox->publish(gauges(scheduler, last));
   }
   end_run();

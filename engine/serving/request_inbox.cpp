@@ -1,5 +1,7 @@
 #include "engine/serving/request_inbox.h"
 
+#include <algorithm>
+
 namespace kvshrink::engine {
 
 RequestInbox::Submitted RequestInbox::submit(Request request) {
@@ -49,6 +51,27 @@ ServingGauges RequestInbox::gauges() const {
   ServingGauges out = gauges_;
   out.waiting += static_cast<int64_t>(queued_.size());
   return out;
+}
+
+namespace {
+int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+void RequestInbox::step_begins() {
+  step_began_ns_ = std::max<int64_t>(1, steady_ns());
+}
+
+void RequestInbox::step_ends() {
+  step_began_ns_ = 0;
+}
+
+double RequestInbox::seconds_in_step() const {
+  const int64_t began = step_began_ns_;
+  return began == 0 ? 0.0 : static_cast<double>(steady_ns() - began) * 1e-9;
 }
 
 }  // namespace kvshrink::engine

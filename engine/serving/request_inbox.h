@@ -7,6 +7,7 @@
 //   engine.serve(&inbox);  // collective: returns on every rank once closed and drained
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -46,6 +47,11 @@ class RequestInbox {
   std::vector<Request> take(std::chrono::milliseconds wait);
   void publish(const ServingGauges& gauges);
   ServingGauges gauges() const;
+  // The engine marks each step it runs; a front end reads how long the current one has taken (0
+  // between steps): a step that takes far longer than steps do waits on a rank that stopped.
+  void step_begins();
+  void step_ends();
+  double seconds_in_step() const;
 
  private:
   const int64_t max_waiting_;
@@ -54,6 +60,7 @@ class RequestInbox {
   std::deque<Request> queued_;
   bool closed_ = false;
   ServingGauges gauges_;
+  std::atomic<int64_t> step_began_ns_{0};  // steady clock; 0 = not in a step
 };
 
 }  // namespace kvshrink::engine

@@ -46,6 +46,14 @@ std::optional<http::response<http::string_body>> simple_route(HttpServer::State&
   if (path == "/health") {
     if (state.shutting_down)
       return json_response(request, http::status::service_unavailable, R"({"status":"shutting down"})");
+    if (const double stalled = state.inbox.seconds_in_step(); stalled > state.config.stall_seconds) {
+      const nlohmann::json body = {
+          {"status",
+           fmt::format("stalled: the engine's step has waited {:.0f} s for the ranks (one may be stopped or "
+                       "gone; the job ends once KVSHRINK_COMM_TIMEOUT passes)",
+                       stalled)}};
+      return json_response(request, http::status::service_unavailable, body.dump());
+    }
     return ready ? json_response(request, http::status::ok, R"({"status":"ok"})")
                  : json_response(request, http::status::service_unavailable, R"({"status":"loading"})");
   }

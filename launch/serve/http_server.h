@@ -29,6 +29,7 @@ struct HttpServerConfig {
   int64_t max_connections = 512;      // more get 503 and are closed
   double shutdown_timeout = 30.0;     // seconds running requests get after SIGTERM/SIGINT
   double read_timeout = 60.0;         // seconds to receive a request's header and body
+  double stall_seconds = 10.0;        // /health answers 503 while one engine step takes longer
 };
 
 class HttpServer {

@@ -46,6 +46,11 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
                   "Largest max_tokens a request may ask for (0: the context)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option(
+         "--health-stall-seconds", o.http.stall_seconds,
+         "/health answers 503 while one engine step has run longer than this (a rank stopped or gone)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 86400.0));
   cmd->add_option("--shutdown-timeout", o.http.shutdown_timeout,
                   "Seconds running requests get to finish after SIGTERM/SIGINT")
       ->capture_default_str()

@@ -7,6 +7,7 @@
 import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -278,6 +279,54 @@ def queue_limit_and_shutdown(test_case):
         with test_case.assertRaises(OSError):  # no longer listening
             socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
         test_case.assertIn("SIGTERM", server.output())
+
+
+class ConnectionLimit(unittest.TestCase):
+    def test_past_max_connections_503(self):
+        with ServeProcess(ARGS.kvshrink, ARGS.mpirun, ARGS.model, np=1, extra=["--max-connections", "1"]) as server:
+            server.wait_ready()
+            idle = socket.create_connection(("127.0.0.1", server.port), timeout=5)  # holds the one place
+            time.sleep(0.2)
+            try:
+                status, _, body = None, None, None
+                try:
+                    with urllib.request.urlopen(server.base_url + "/v1/models", timeout=10) as r:
+                        status = r.status
+                except urllib.error.HTTPError as e:
+                    status, body = e.code, json.loads(e.read())
+                assert_openai_error(self, status, body, 503)
+                self.assertEqual(body["error"]["code"], "too_many_connections")
+            finally:
+                idle.close()
+            time.sleep(0.2)
+            self.assertEqual(server.health(), 200)  # the place is free again
+            self.assertEqual(server.terminate(60), 0)
+
+
+class StoppedRank(unittest.TestCase):
+    def test_health_503_while_a_rank_is_stopped(self):
+        with ServeProcess(ARGS.kvshrink, ARGS.mpirun, ARGS.model, np=2,
+                          extra=["--health-stall-seconds", "1", "--ctx-size", "1024"]) as server:
+            server.wait_ready()
+            ranks = subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True).stdout.split()
+            workers = [int(p) for p in ranks if int(p) != server.rank0_pid]
+            self.assertEqual(len(workers), 1, ranks)
+            os.kill(workers[0], signal.SIGSTOP)  # idle: the next heartbeat step waits on it
+            try:
+                deadline = time.time() + 15
+                while server.health() != 503 and time.time() < deadline:
+                    time.sleep(0.2)
+                with self.assertRaises(urllib.error.HTTPError) as failed:
+                    urllib.request.urlopen(server.base_url + "/health", timeout=5)
+                self.assertEqual(failed.exception.code, 503)
+                self.assertIn("stalled", json.loads(failed.exception.read())["status"])
+            finally:
+                os.kill(workers[0], signal.SIGCONT)
+            deadline = time.time() + 10
+            while server.health() != 200 and time.time() < deadline:
+                time.sleep(0.2)
+            self.assertEqual(server.health(), 200)
+            self.assertEqual(server.terminate(60), 0)
 
 
 class QueueAndShutdown(unittest.TestCase):
