@@ -86,6 +86,12 @@ struct LowRankAttention {
   float scale;      // 1 / sqrt(head_dim)
 };
 
+// What the matmuls of packed (quantized) weights multiply them with: the exact f32 activation rows
+// (the default), or the rows quantized to 8 bits per 32-element block as llama.cpp's CPU matmuls do
+// (kernels/cpu/q8_activations.h), every row of every such matmul whatever the row count, so a
+// row's result does not depend on the rows it shares a step with. F32 weights always take f32.
+enum class MatmulActivations { kF32, kQ8 };
+
 class Backend {
  public:
   virtual ~Backend() = default;

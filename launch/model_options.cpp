@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "comm/collective_error.h"
+#include "kernels/backend_factory.h"
 #include "launch/cli_checks.h"
 
 namespace kvshrink::launch {
@@ -17,6 +18,15 @@ void add_model_options(CLI::App& cmd, std::string& model, int64_t& context_size,
   cmd.add_option("-b,--batch-size", batch_size, "Prefill chunk size in tokens")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
+  cmd.add_option_function<std::string>(
+         "--matmul-activations",
+         [](const std::string& name) {
+           kernels::set_default_backend_options({kernels::matmul_activations_from_name(name)});
+         },
+         "What packed-weight matmuls multiply: f32 activations (exact), or q8: each 32-element block "
+         "quantized to 8 bits with a scale, in integer dot products (llama.cpp's CPU numerics)")
+      ->default_str("f32")
+      ->check(CLI::IsMember(kernels::matmul_activation_names()));
 }
 
 void add_sampling_options(CLI::App& cmd, engine::SamplingParams& s) {

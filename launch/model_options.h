@@ -15,7 +15,8 @@ class Communicator;
 
 namespace kvshrink::launch {
 
-// --model (required), --ctx-size, --batch-size.
+// --model (required), --ctx-size, --batch-size, --matmul-activations (sets the process's
+// kernels::default_backend_options() when given).
 void add_model_options(CLI::App& cmd, std::string& model, int64_t& context_size, int64_t& batch_size);
 // --temperature, --top-k, --top-p, --seed.
 void add_sampling_options(CLI::App& cmd, engine::SamplingParams& sampling);

@@ -9,6 +9,7 @@
 
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/head_attention.h"
+#include "kernels/cpu/packed_gemm_q8.h"
 #include "kernels/cpu/packed_gemm_small_threads.h"
 #include "kernels/cpu/packed_gemv.h"
 #include "kernels/cpu/rope.h"
@@ -41,7 +42,8 @@ void run_batch(std::span<const Call> batch, Threaded threaded, Run run) {
 // f32 weights: OpenBLAS directly. Packed weights: up to kPackedGemmMaxTokens tokens (decode, one
 // row per sequence) read the packed rows (packed_gemm, on the compute threads); more tokens
 // dequantize kDequantRows rows at a time into scratch and multiply with SGEMM, which costs one
-// dequantization of the weights per prefill chunk (~1% of the GEMM time at 512 tokens).
+// dequantization of the weights per prefill chunk (~1% of the GEMM time at 512 tokens). With q8
+// activations, Q4_1 / Q8_0 weights take the integer kernels at every m (cpu_backend.h).
 void CpuBackend::matmul(const Weight& w, const float* x, float* y, int64_t m) {
   constexpr int64_t kDequantRows = 512;
   const auto rows = static_cast<int>(w.rows());
@@ -54,6 +56,16 @@ void CpuBackend::matmul(const Weight& w, const float* x, float* y, int64_t m) {
                   w.f32(), cols, 0.0f, y, rows);
     }
     return;
+  }
+  if (activations_ == MatmulActivations::kQ8 && cols % kQ8Block == 0) {
+    quantize_activations(x, m, cols, quantized_rows_);
+    if (packed_gemm_q8_supports(w.dtype())) {
+      packed_gemm_q8(w, quantized_rows_, y);
+      return;
+    }
+    requantized_.resize(static_cast<size_t>(m * cols));
+    dequantize_activations(quantized_rows_, requantized_.data());
+    x = requantized_.data();
   }
   if (m <= kPackedGemmMaxTokens) {
     packed_gemm(w, x, y, m);

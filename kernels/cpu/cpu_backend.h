@@ -1,18 +1,24 @@
 // CPU backend: f32 GEMM through OpenBLAS; packed-weight matmuls of a few tokens and decode
 // attention on the compute threads (packed_gemm_small_threads.h), which park while OpenBLAS's own
 // threads run (a spinning second pool, e.g. OpenMP's, would fight them on few cores); element-wise
-// work in vectorised loops.
+// work in vectorised loops. With MatmulActivations::kQ8, packed-weight matmuls quantize their
+// activation rows (q8_activations.h): Q4_1 / Q8_0 weights multiply them in integer dot products
+// (packed_gemm_q8.h) for any row count; other packings take the f32 kernels on the quantized values.
 #pragma once
 
 #include <vector>
 
 #include "kernels/backend.h"
+#include "kernels/cpu/q8_activations.h"
 
 namespace kvshrink::kernels::cpu {
 
 class CpuBackend final : public Backend {
  public:
-  std::string_view name() const override { return "cpu"; }
+  explicit CpuBackend(MatmulActivations activations = MatmulActivations::kF32) : activations_(activations) {}
+  std::string_view name() const override {
+    return activations_ == MatmulActivations::kQ8 ? "cpu (q8 activations)" : "cpu";
+  }
   void matmul(const Weight& w, const float* x, float* y, int64_t m) override;
   void matmul_f32(const float* x, const float* b, float* y, int64_t m, int64_t n, int64_t k) override;
   void rms_norm(const float* x, const float* gamma, float* y, int64_t m, int64_t n, float eps) override;
@@ -37,7 +43,10 @@ class CpuBackend final : public Backend {
   void free_kv_memory(void* memory, uint64_t bytes) override;
 
  private:
+  MatmulActivations activations_;
   std::vector<float> row_scratch_;  // scratch: dequantized weight rows
+  Q8Activations quantized_rows_;    // scratch: kQ8's activation rows
+  std::vector<float> requantized_;  // scratch: kQ8's activation rows as floats, for other packings
 };
 
 }  // namespace kvshrink::kernels::cpu
