@@ -1,7 +1,6 @@
 #include "kernels/backend_factory.h"
 
 #include <array>
-#include <atomic>
 #include <stdexcept>
 #include <string>
 
@@ -32,8 +31,6 @@ constexpr std::array<ActivationsEntry, 2> kActivations{{
     {"q8", MatmulActivations::kQ8},
 }};
 
-std::atomic<MatmulActivations> default_activations{MatmulActivations::kF32};
-
 }  // namespace
 
 std::unique_ptr<Backend> make_backend(std::string_view device, const BackendOptions& options) {
@@ -47,15 +44,7 @@ std::unique_ptr<Backend> make_backend(std::string_view device, const BackendOpti
 }
 
 std::unique_ptr<Backend> make_backend(std::string_view device) {
-  return make_backend(device, default_backend_options());
-}
-
-void set_default_backend_options(const BackendOptions& options) {
-  default_activations.store(options.matmul_activations);
-}
-
-BackendOptions default_backend_options() {
-  return {default_activations.load()};
+  return make_backend(device, BackendOptions{});
 }
 
 std::vector<std::string> matmul_activation_names() {

@@ -18,13 +18,8 @@ struct BackendOptions {
 // A backend for `device`: "cpu" (host memory, OpenBLAS and the compute threads). Throws
 // std::invalid_argument naming the devices there are for any other name.
 std::unique_ptr<Backend> make_backend(std::string_view device, const BackendOptions& options);
-// make_backend(device, default_backend_options()).
+// make_backend(device, {}): f32 activations.
 std::unique_ptr<Backend> make_backend(std::string_view device);
-
-// The options of make_backend(device): the process's choice, like its compute thread count, set
-// once by launch from the command line (--matmul-activations) before any backend is made.
-void set_default_backend_options(const BackendOptions& options);
-BackendOptions default_backend_options();
 
 // --matmul-activations names, one table: "f32", "q8".
 std::vector<std::string> matmul_activation_names();

@@ -253,7 +253,7 @@ CLI::App* add_calibrate_command(CLI::App& app, CalibrateOptions& o) {
       "bases over all kv heads and a query-agnostic token-importance predictor from calibration text, "
       "write them as <model>.kvbasis.gguf and report reconstruction error and predictor correlation on "
       "held-out text");
-  add_model_options(*cmd, o.model, o.context_size, o.batch_size);
+  add_model_options(*cmd, o.model, o.context_size, o.batch_size, o.backend);
   cmd->add_option(
       "--text", o.text,
       fmt::format("Calibration text files (default: the license texts {} in {}, those that exist)",
@@ -295,9 +295,11 @@ int run_calibrate(const CalibrateOptions& given, comm::Communicator& comm, comm:
   const auto start = std::chrono::steady_clock::now();
   const std::string out = given.out.empty() ? engine::default_kv_basis_path(given.model).string() : given.out;
   check_output_file(out, comm);
-  engine::Engine engine(
-      {.model = given.model, .context_size = given.context_size, .max_num_batched_tokens = given.batch_size},
-      comm, data);
+  engine::Engine engine({.model = given.model,
+                         .context_size = given.context_size,
+                         .max_num_batched_tokens = given.batch_size,
+                         .backend = given.backend},
+                        comm, data);
   const auto& loaded = engine.loaded();
   auto& model = engine.model();
   const auto& config = model.config();

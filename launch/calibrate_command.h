@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/backend_factory.h"
+
 namespace kvshrink::comm {
 class Communicator;
 }
@@ -33,6 +35,7 @@ struct CalibrateOptions {
   bool per_layer = false;
   int64_t context_size = 0;
   int64_t batch_size = 512;
+  kernels::BackendOptions backend;  // --matmul-activations
 };
 
 CLI::App* add_calibrate_command(CLI::App& app, CalibrateOptions& options);

@@ -5,7 +5,7 @@
 namespace kvshrink::launch {
 
 void add_engine_options(CLI::App& cmd, engine::EngineOptions& o) {
-  add_model_options(cmd, o.model, o.context_size, o.max_num_batched_tokens);
+  add_model_options(cmd, o.model, o.context_size, o.max_num_batched_tokens, o.backend);
   auto* batch = cmd.get_option("--batch-size");
   batch->description("Rows per step: decode tokens plus prefill chunks of all running sequences");
   cmd.add_option("--max-num-batched-tokens", o.max_num_batched_tokens,

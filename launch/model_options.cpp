@@ -10,7 +10,8 @@
 
 namespace kvshrink::launch {
 
-void add_model_options(CLI::App& cmd, std::string& model, int64_t& context_size, int64_t& batch_size) {
+void add_model_options(CLI::App& cmd, std::string& model, int64_t& context_size, int64_t& batch_size,
+                       kernels::BackendOptions& backend) {
   cmd.add_option("-m,--model", model, "GGUF model file (llama architecture)")->required();
   cmd.add_option("-c,--ctx-size", context_size, "Context size in tokens (0 = the model's trained context)")
       ->capture_default_str()
@@ -20,8 +21,8 @@ void add_model_options(CLI::App& cmd, std::string& model, int64_t& context_size,
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
   cmd.add_option_function<std::string>(
          "--matmul-activations",
-         [](const std::string& name) {
-           kernels::set_default_backend_options({kernels::matmul_activations_from_name(name)});
+         [&backend](const std::string& name) {
+           backend.matmul_activations = kernels::matmul_activations_from_name(name);
          },
          "What packed-weight matmuls multiply: f32 activations (exact), or q8: each 32-element block "
          "quantized to 8 bits with a scale, in integer dot products (llama.cpp's CPU numerics)")

@@ -8,6 +8,7 @@
 
 #include "engine/generation/sampler.h"
 #include "engine/model/llama_config.h"
+#include "kernels/backend_factory.h"
 
 namespace kvshrink::comm {
 class Communicator;
@@ -15,9 +16,9 @@ class Communicator;
 
 namespace kvshrink::launch {
 
-// --model (required), --ctx-size, --batch-size, --matmul-activations (sets the process's
-// kernels::default_backend_options() when given).
-void add_model_options(CLI::App& cmd, std::string& model, int64_t& context_size, int64_t& batch_size);
+// --model (required), --ctx-size, --batch-size, --matmul-activations.
+void add_model_options(CLI::App& cmd, std::string& model, int64_t& context_size, int64_t& batch_size,
+                       kernels::BackendOptions& backend);
 // --temperature, --top-k, --top-p, --seed.
 void add_sampling_options(CLI::App& cmd, engine::SamplingParams& sampling);
 // Collective: --context-lengths past the context (from engine::context_size_or_default) are an error on

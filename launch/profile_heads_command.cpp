@@ -74,7 +74,7 @@ CLI::App* add_profile_heads_command(CLI::App& app, ProfileHeadsOptions& o) {
   auto* cmd = app.add_subcommand(
       "profile-heads",
       "Score every (layer, kv head) for retrieval (HeadKV-R2) and write the headkv head profile");
-  add_model_options(*cmd, o.model, o.context_size, o.batch_size);
+  add_model_options(*cmd, o.model, o.context_size, o.batch_size, o.backend);
   cmd->add_option("-o,--out", o.out, "Profile file (default: <model without .gguf>.heads.gguf)");
   cmd->add_option("--context-lengths", o.context_lengths, "Probe prompt lengths in tokens")
       ->delimiter(',')
@@ -104,7 +104,8 @@ int run_profile_heads(const ProfileHeadsOptions& options, comm::Communicator& co
   check_output_file(out, comm);
   engine::Engine engine({.model = options.model,
                          .context_size = options.context_size,
-                         .max_num_batched_tokens = options.batch_size},
+                         .max_num_batched_tokens = options.batch_size,
+                         .backend = options.backend},
                         comm, data);
   const auto& loaded = engine.loaded();
   auto& model = engine.model();

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/backend_factory.h"
+
 namespace kvshrink::comm {
 class Communicator;
 }
@@ -25,6 +27,7 @@ struct ProfileHeadsOptions {
   uint64_t seed = 0;
   int64_t context_size = 0;
   int64_t batch_size = 512;
+  kernels::BackendOptions backend;  // --matmul-activations
 };
 
 CLI::App* add_profile_heads_command(CLI::App& app, ProfileHeadsOptions& options);

@@ -10,6 +10,7 @@
 #include "engine/model/llama_model.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "kernels/backend.h"
+#include "kernels/backend_factory.h"
 
 namespace kvshrink::comm {
 class Communicator;
@@ -19,7 +20,7 @@ namespace kvshrink::engine {
 
 struct LoadedModel {
   std::unique_ptr<Tokenizer> tokenizer;
-  std::unique_ptr<kernels::Backend> backend;  // kernels::make_backend(device)
+  std::unique_ptr<kernels::Backend> backend;  // kernels::make_backend(device, options)
   std::unique_ptr<LlamaModel> model;
   std::string path;      // the GGUF file
   std::string identity;  // engine::model_identity(): what side files (head profiles) must match
@@ -30,7 +31,7 @@ struct LoadedModel {
 // on any rank (bad file, not a llama model, too many ranks for the heads, unknown device) becomes
 // the same comm::JobError on every rank.
 LoadedModel load_model(const std::string& path, comm::Communicator& comm, int64_t max_batch,
-                       std::string_view device = "cpu");
+                       const kernels::BackendOptions& backend = {}, std::string_view device = "cpu");
 
 // Collective: the context to use: the requested size, or the model's trained context when 0. A
 // request above the trained context is an error on every rank.

@@ -29,7 +29,7 @@ Engine::Engine(const EngineOptions& options, comm::Communicator& control, comm::
     : options_(options),
       control_(control),
       data_(data),
-      loaded_(load_model(options.model, data, options.max_num_batched_tokens)) {
+      loaded_(load_model(options.model, data, options.max_num_batched_tokens, options.backend)) {
   const auto& config = loaded_.model->config();
   context_size_ = context_size_or_default(options.context_size, config, control_);
   const uint64_t capacity = options.kv_memory != 0 ? options.kv_memory : default_kv_memory(control.world());
