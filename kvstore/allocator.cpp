@@ -30,6 +30,25 @@ std::vector<std::vector<int32_t>> select_top(std::span<const std::vector<float>>
   return kept;
 }
 
+void chunk_scores(std::vector<float>& scores, int64_t chunk_size) {
+  if (chunk_size < 1) throw std::invalid_argument("chunk_scores: chunk size must be >= 1");
+  if (chunk_size == 1) return;
+  const auto n = static_cast<int64_t>(scores.size());
+  for (int64_t begin = 0; begin < n; begin += chunk_size) {
+    const int64_t end = std::min(n, begin + chunk_size);
+    double sum = 0.0;
+    int64_t candidates = 0;
+    for (int64_t t = begin; t < end; ++t) {
+      if (scores[t] != kAlwaysKeep) sum += scores[t], ++candidates;
+    }
+    if (candidates == 0) continue;
+    const auto mean = static_cast<float>(sum / static_cast<double>(candidates));
+    for (int64_t t = begin; t < end; ++t) {
+      if (scores[t] != kAlwaysKeep) scores[t] = mean;
+    }
+  }
+}
+
 std::vector<int64_t> apportion(int64_t total, std::span<const double> weights,
                                std::span<const int64_t> caps) {
   const size_t n = weights.size();

@@ -31,6 +31,15 @@ class Allocator {
 std::vector<std::vector<int32_t>> select_top(std::span<const std::vector<float>> scores,
                                              std::span<const int64_t> budgets);
 
+// ChunkKV-style chunk scores (in place): the head's tokens are cut into chunks of chunk_size
+// consecutive indices (0..N-1, N..2N-1, ...; the last may be shorter), and every candidate of a chunk
+// gets the mean score of the chunk's candidates; always-kept tokens (+infinity) keep their score and
+// do not enter the mean. Every allocator then ranks chunks, not lone tokens, and select_top keeps
+// chunks whole: its ties go to the later token, so of chunks with equal scores the later one is
+// taken first, and only the last chunk it reaches may be cut (keeping that chunk's latest tokens).
+// chunk_size 1 leaves the scores unchanged.
+void chunk_scores(std::vector<float>& scores, int64_t chunk_size);
+
 // Splits `total` into integers proportional to `weights`, none above its cap (water-filling, then
 // largest remainders): the parts sum to min(total, sum of caps) exactly. Zero weights share equally.
 std::vector<int64_t> apportion(int64_t total, std::span<const double> weights, std::span<const int64_t> caps);

@@ -21,10 +21,13 @@ struct PressParams {
   double r_max = 10.0;         // DynamicKV: a layer keeps at most r_max * b
   std::string head_profile;    // HeadKV, MixedDimKV-H: head-importance profile file (profile-heads)
   // Dimension-level methods (MixedDimKV, DynaKV):
-  std::vector<int32_t> ranks;     // candidate ranks, each dividing head_dim; empty = d, d/2, d/4, d/8
+  std::vector<int32_t> ranks;      // candidate ranks, each dividing head_dim; empty = d, d/2, d/4, d/8
   double dyna_rate = 15.0 / 32.0;  // snapkv+dynakv: mean share of dimensions kept tokens keep
-  std::string kv_basis;           // calibrated basis file (calibrate); "" = next to the model
-  bool joint_basis = false;       // DynaKV: one basis across a layer's kv heads (one rank holds them all)
+  std::string kv_basis;            // calibrated basis file (calibrate); "" = next to the model
+  bool joint_basis = false;        // DynaKV: one basis across a layer's kv heads (one rank holds them all)
+  // ChunkKV-style selection: candidates are scored by the mean over chunks of chunk_size
+  // consecutive tokens and kept whole (kvstore/allocator.h, chunk_scores); 1 = per token.
+  int64_t chunk_size = 1;
 };
 
 }  // namespace kvshrink::kvstore

@@ -85,6 +85,17 @@ void add_compression_options(CLI::App& cmd, CompressionOptions& o, bool several)
   cmd.add_flag("--joint-basis", o.joint_basis,
                "dynakv, snapkv+dynakv: the joint basis across a layer's kv heads (as the DynaKV paper; one "
                "eviction for all heads of a layer; needs every kv head on one rank, i.e. mpirun -np 1)");
+  auto* chunk =
+      cmd.add_option("--chunk-size", o.chunk_sizes,
+                     "ChunkKV-style selection for every press and allocator: tokens compete in chunks "
+                     "of N consecutive tokens (mean score), kept whole (default 1 = per token)" +
+                         std::string(several ? " (comma separated)" : ""))
+          ->check(token_range());
+  if (several) {
+    chunk->delimiter(',');
+  } else {
+    chunk->expected(1);
+  }
   cmd.add_option(
          "--compress-every", o.compress_every,
          "Re-compact to the budget every N decode steps (default: 1 for h2o and streamingllm, else 0 = "
@@ -113,6 +124,7 @@ engine::CompressionSpec compression_spec_for(const CompressionOptions& o, const 
   if (o.dyna_rate) p.dyna_rate = *o.dyna_rate;
   p.kv_basis = o.kv_basis;
   p.joint_basis = o.joint_basis;
+  if (!o.chunk_sizes.empty()) p.chunk_size = o.chunk_sizes.front();
   spec.compress_every = o.compress_every.value_or(kvstore::default_compress_every(press));
   return spec;
 }
@@ -132,17 +144,22 @@ std::vector<engine::CompressionSpec> compression_specs(const CompressionOptions&
         throw std::invalid_argument(
             fmt::format("--press {} needs a budget: --budget F or --budget-tokens B", press));
       }
-      for (double fraction : o.budgets) {
-        auto spec = compression_spec_for(o, press);
-        spec.budget_fraction = fraction;
-        engine::validate(spec);
-        specs.push_back(spec);
-      }
-      for (int64_t tokens : o.budget_tokens) {
-        auto spec = compression_spec_for(o, press);
-        spec.budget_tokens = tokens;
-        engine::validate(spec);
-        specs.push_back(spec);
+      const std::vector<int64_t> chunks = o.chunk_sizes.empty() ? std::vector<int64_t>{1} : o.chunk_sizes;
+      for (int64_t chunk : chunks) {
+        for (double fraction : o.budgets) {
+          auto spec = compression_spec_for(o, press);
+          spec.params.chunk_size = chunk;
+          spec.budget_fraction = fraction;
+          engine::validate(spec);
+          specs.push_back(spec);
+        }
+        for (int64_t tokens : o.budget_tokens) {
+          auto spec = compression_spec_for(o, press);
+          spec.params.chunk_size = chunk;
+          spec.budget_tokens = tokens;
+          engine::validate(spec);
+          specs.push_back(spec);
+        }
       }
     }
   } catch (const std::exception& e) {

@@ -1,6 +1,6 @@
 // Command-line options for KV compression, shared by generate, bench and eval:
 // --press NAME (eval and bench: a list), --budget F or --budget-tokens B (eval and bench: lists),
-// --allocator, the presses' own parameters and --compress-every.
+// --allocator, the presses' own parameters, --chunk-size (eval and bench: a list) and --compress-every.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -24,6 +24,7 @@ struct CompressionOptions {
   std::string allocator;
   // Unset = the method's own default (kvstore/press_registry.h).
   std::optional<int64_t> window, pool_kernel, sinks, compress_every;
+  std::vector<int64_t> chunk_sizes;  // --chunk-size (eval, bench: a list); empty = 1
   std::optional<std::string> pool_type;
   std::optional<double> alpha, pyramid_beta, head_beta, r_max;
   std::string head_profile;

@@ -43,8 +43,9 @@ int64_t CompressionSpec::budget_tokens_for(int64_t n_positions) const {
 std::string CompressionSpec::label() const {
   if (!enabled()) return "full KV";
   const std::string name = allocator.empty() ? method : method + "/" + allocator;
-  if (budget_tokens > 0) return fmt::format("{} {} tokens", name, budget_tokens);
-  return fmt::format("{} {:g}%", name, 100 * budget_fraction);
+  const std::string chunk = params.chunk_size > 1 ? fmt::format(" chunk {}", params.chunk_size) : "";
+  if (budget_tokens > 0) return fmt::format("{} {} tokens{}", name, budget_tokens, chunk);
+  return fmt::format("{} {:g}%{}", name, 100 * budget_fraction, chunk);
 }
 
 void validate(const CompressionSpec& spec) {
@@ -82,6 +83,11 @@ void validate(const CompressionSpec& spec) {
   if (!(p.r_max >= 1.0 && std::isfinite(p.r_max)))
     throw std::invalid_argument("--r-max must be finite and >= 1");
   if (spec.compress_every < 0) throw std::invalid_argument("--compress-every must be >= 0");
+  if (p.chunk_size < 1) throw std::invalid_argument("--chunk-size must be at least 1");
+  if (p.chunk_size > 1 && spec.method == "dynakv") {
+    throw std::invalid_argument(
+        "--chunk-size does not apply to dynakv: it evicts no token (use snapkv+dynakv to choose chunks)");
+  }
   if (!(p.dyna_rate > 0.0 && p.dyna_rate <= 1.0))
     throw std::invalid_argument("--dyna-rate must be in (0, 1]");
   if (p.joint_basis && spec.method != "dynakv" && spec.method != "snapkv+dynakv") {
@@ -293,7 +299,7 @@ std::unique_ptr<KvCompressor> make_compressor(const CompressionSpec& spec, const
   }
   auto method = kvstore::make_method(spec.method, spec.params, spec.allocator, std::move(importance));
   return std::make_unique<KvCompressor>(model, comm, std::move(method.press), std::move(method.allocator),
-                                        std::move(dimensions));
+                                        std::move(dimensions), spec.params.chunk_size);
 }
 
 }  // namespace kvshrink::engine

@@ -23,7 +23,7 @@ struct CompressionSpec {
   bool enabled() const { return method != "none"; }
   // Tokens per head for a sequence of n_positions: budget_tokens, or round(fraction * n_positions).
   int64_t budget_tokens_for(int64_t n_positions) const;
-  // "snapkv 25%", "snapkv 128 tokens", "full KV"
+  // "snapkv 25%", "snapkv 128 tokens", "snapkv 25% chunk 8", "full KV"
   std::string label() const;
 };
 

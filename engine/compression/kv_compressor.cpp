@@ -15,14 +15,16 @@ namespace kvshrink::engine {
 KvCompressor::KvCompressor(const LlamaModel& model, comm::Communicator& comm,
                            std::unique_ptr<kvstore::Press> press,
                            std::unique_ptr<kvstore::Allocator> allocator,
-                           std::unique_ptr<DimensionMethod> dimensions)
+                           std::unique_ptr<DimensionMethod> dimensions, int64_t chunk_size)
     : model_(model),
       comm_(comm),
       press_(std::move(press)),
       allocator_(std::move(allocator)),
-      dimensions_(std::move(dimensions)) {
+      dimensions_(std::move(dimensions)),
+      chunk_size_(chunk_size) {
   if (!dimensions_ && (!press_ || !allocator_))
     throw std::invalid_argument("token eviction needs a press and an allocator");
+  if (chunk_size_ < 1) throw std::invalid_argument("the chunk size must be >= 1");
 }
 
 kvstore::KvStoreOptions KvCompressor::store_options() const {
@@ -157,6 +159,10 @@ std::vector<int32_t> KvCompressor::solve(std::span<const int64_t> counts_and_wor
       for (auto& s : first) s /= static_cast<float>(n_heads);
       for (int64_t h = 1; h < n_heads; ++h) scores[layer * n_heads + h] = first;
     }
+  }
+  // ChunkKV: whole chunks of consecutive tokens compete, for every allocator and the dimension solve
+  if (press_ && chunk_size_ > 1) {
+    for (auto& head : scores) kvstore::chunk_scores(head, chunk_size_);
   }
   std::vector<std::vector<int32_t>> kept;
   RankPlan ranks;

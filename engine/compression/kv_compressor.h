@@ -55,13 +55,16 @@ class KvCompressor {
  public:
   // press: may be null (DynaKV alone keeps every token); allocator: null when the dimension method
   // decides evictions itself (MixedDimKV) or nothing is evicted; dimensions: null for token eviction.
+  // chunk_size > 1: the press's scores are averaged over chunks of that many consecutive tokens
+  // before the allocator (or the dimension solve) sees them (kvstore::chunk_scores).
   KvCompressor(const LlamaModel& model, comm::Communicator& comm, std::unique_ptr<kvstore::Press> press,
                std::unique_ptr<kvstore::Allocator> allocator,
-               std::unique_ptr<DimensionMethod> dimensions = nullptr);
+               std::unique_ptr<DimensionMethod> dimensions = nullptr, int64_t chunk_size = 1);
 
   const kvstore::Press* press() const { return press_.get(); }
   const kvstore::Allocator* allocator() const { return allocator_.get(); }
   const DimensionMethod* dimensions() const { return dimensions_.get(); }
+  int64_t chunk_size() const { return chunk_size_; }
   // DynaKV alone: nothing is evicted, tokens only lose dimensions.
   bool keeps_every_token() const { return dimensions_ && !press_; }
   // What stores compressed by this press must record (recent queries, attention mass).
@@ -107,6 +110,7 @@ class KvCompressor {
   std::unique_ptr<kvstore::Press> press_;
   std::unique_ptr<kvstore::Allocator> allocator_;
   std::unique_ptr<DimensionMethod> dimensions_;
+  int64_t chunk_size_ = 1;
 };
 
 }  // namespace kvshrink::engine

@@ -28,7 +28,8 @@ json to_json(const CompressionSpec& spec) {
           {"ranks", p.ranks},
           {"dyna_rate", p.dyna_rate},
           {"kv_basis", p.kv_basis},
-          {"joint_basis", p.joint_basis}};
+          {"joint_basis", p.joint_basis},
+          {"chunk_size", p.chunk_size}};
 }
 
 CompressionSpec spec_from_json(const json& j) {
@@ -52,6 +53,7 @@ CompressionSpec spec_from_json(const json& j) {
   p.dyna_rate = j.at("dyna_rate").get<double>();
   p.kv_basis = j.at("kv_basis").get<std::string>();
   p.joint_basis = j.at("joint_basis").get<bool>();
+  p.chunk_size = j.at("chunk_size").get<int64_t>();
   return spec;
 }
 

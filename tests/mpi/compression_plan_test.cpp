@@ -255,6 +255,9 @@ std::vector<std::vector<float>> one_rank_scores(const KvCompressor& compressor, 
     for (auto& x : first) x /= static_cast<float>(n_heads);
     for (int64_t h = 1; h < n_heads; ++h) scores[static_cast<size_t>(layer * n_heads + h)] = first;
   }
+  if (compressor.press()) {
+    for (auto& head : scores) kvstore::chunk_scores(head, compressor.chunk_size());
+  }
   return scores;
 }
 
@@ -447,10 +450,12 @@ class CompressionPlanTest : public ::testing::Test {
 
   // The method's compressor at its paper defaults, for `model` over `comm` (collective for headkv).
   static std::unique_ptr<KvCompressor> compressor(const std::string& method, int64_t budget,
-                                                  const testing::TestModel& model, comm::Communicator& comm) {
+                                                  const testing::TestModel& model, comm::Communicator& comm,
+                                                  int64_t chunk_size = 1) {
     engine::CompressionSpec spec;
     spec.method = method;
     spec.params = kvstore::default_params(method);
+    spec.params.chunk_size = chunk_size;
     spec.params.head_profile = *profile_path_;
     spec.params.kv_basis = *basis_path_;
     spec.budget_tokens = budget;
@@ -461,11 +466,13 @@ class CompressionPlanTest : public ::testing::Test {
     EXPECT_TRUE(!needs.track_attention_mass || context_kv_->options().track_attention_mass) << method;
     return made;
   }
-  static std::unique_ptr<KvCompressor> sharded_compressor(const std::string& method, int64_t budget) {
-    return compressor(method, budget, *sharded_, testing::mpi_communicator());
+  static std::unique_ptr<KvCompressor> sharded_compressor(const std::string& method, int64_t budget,
+                                                          int64_t chunk_size = 1) {
+    return compressor(method, budget, *sharded_, testing::mpi_communicator(), chunk_size);
   }
-  static std::unique_ptr<KvCompressor> reference_compressor(const std::string& method, int64_t budget) {
-    return compressor(method, budget, *reference_, *self_comm_);
+  static std::unique_ptr<KvCompressor> reference_compressor(const std::string& method, int64_t budget,
+                                                            int64_t chunk_size = 1) {
+    return compressor(method, budget, *reference_, *self_comm_, chunk_size);
   }
 
   static void check_dimension_compression(const std::string& method, KvCompressor& c,
@@ -581,6 +588,61 @@ TEST_F(CompressionPlanTest, PlanEqualsOneRank) {
         "plans equal to one rank in %lld of %lld settings; tie flips: %lld heads, %lld token indices\n",
         static_cast<long long>(settings - settings_with_flips), static_cast<long long>(settings),
         static_cast<long long>(flipped_heads), static_cast<long long>(flipped_tokens));
+  }
+}
+
+// 1b. Chunk-level selection (--chunk-size 4) for every token-eviction method: the sharded plan is
+// the one-rank plan (tie flips as above), the same on every rank, within the budget, and every head
+// keeps whole chunks of 4 consecutive tokens but at most one (the last the allocator reached).
+TEST_F(CompressionPlanTest, ChunkPlanEqualsOneRank) {
+  constexpr int64_t kChunk = 4;
+  const int64_t group = sharded_->model->config().group_size();
+  for (const auto& method : methods()) {
+    if (kvstore::is_dimension_method(method)) continue;
+    const int64_t budget = budgets()[0];
+    SCOPED_TRACE(method + " chunk 4 at " + std::to_string(budget) + " tokens per head");
+    auto sharded = sharded_compressor(method, budget, kChunk);
+    ASSERT_EQ(sharded->chunk_size(), kChunk);
+    const KeepPlan plan = sharded->plan(*prompt_kv_, budget).kept;
+    ASSERT_EQ(static_cast<int64_t>(plan.size()), n_layers() * n_heads());
+    EXPECT_TRUE(same_plan_on_every_rank(plan));
+    EXPECT_LE(plan_tokens(plan), n_layers() * n_heads() * budget);
+    if (uniform_allocator(method)) {
+      EXPECT_EQ(plan_tokens(plan), n_layers() * n_heads() * budget);
+    }
+    if (!coordinator()) continue;
+    auto reference = reference_compressor(method, budget, kChunk);
+    const KeepPlan expected = reference->plan(*ref_prompt_kv_, budget).kept;
+    const auto scores = one_rank_scores(*reference, *ref_prompt_kv_, group);
+    const auto diff = compare_plans(plan, expected, scores, n_heads());
+    EXPECT_EQ(diff.not_ties, 0) << diff.heads << " heads differ, not all on ties:" << diff.where;
+    // Whole chunks: per head, at most one chunk with some but not all of its candidates kept.
+    int64_t most_cut = 0, differs_from_per_token = 0;
+    auto per_token = reference_compressor(method, budget);
+    const KeepPlan token_plan = per_token->plan(*ref_prompt_kv_, budget).kept;
+    for (size_t h = 0; h < expected.size(); ++h) {
+      std::vector<bool> kept(scores[h].size(), false);
+      for (int32_t t : expected[h]) kept[static_cast<size_t>(t)] = true;
+      int64_t cut = 0;
+      for (size_t begin = 0; begin < kept.size(); begin += kChunk) {
+        int64_t candidates = 0, taken = 0;
+        for (size_t t = begin; t < std::min(kept.size(), begin + kChunk); ++t) {
+          if (scores[h][t] == kvstore::kAlwaysKeep) continue;
+          ++candidates, taken += kept[t] ? 1 : 0;
+        }
+        cut += (taken > 0 && taken < candidates) ? 1 : 0;
+      }
+      most_cut = std::max(most_cut, cut);
+      differs_from_per_token += expected[h] != token_plan[h] ? 1 : 0;
+    }
+    EXPECT_LE(most_cut, 1);
+    if (method != "streamingllm") {  // its recency scores keep the same suffix in chunks or not
+      EXPECT_GT(differs_from_per_token, 0) << "chunk 4 planned what per-token selection plans";
+    }
+    std::printf("  %-12s chunk 4, %3lld tokens/head: plan %s, %lld of %zu heads differ from per-token\n",
+                method.c_str(), static_cast<long long>(budget),
+                diff.equal() ? "equal" : (std::to_string(diff.heads) + " heads tie-flip").c_str(),
+                static_cast<long long>(differs_from_per_token), expected.size());
   }
 }
 

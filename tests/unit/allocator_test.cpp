@@ -1,9 +1,15 @@
 // Allocators on hand-made scores: every allocator spends at most the global budget (exactly, when
 // there are enough candidates), keeps the always-kept tokens, and distributes as its paper says.
+#include "kvstore/allocator.h"
+
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
 #include <limits>
 #include <numeric>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "kvstore/adakv_allocator.h"
@@ -119,6 +125,125 @@ TEST(Allocators, ShortSequencesKeepEverything) {
   const auto scores = make_scores(2, 2, 10, 4);
   const auto budgets = kvstore::UniformAllocator().head_budgets({2, 2, scores, 64});
   for (auto b : budgets) EXPECT_EQ(b, 10);
+}
+
+TEST(ChunkScores, SizeOneLeavesTheScoresBitIdentical) {
+  auto scores = make_scores(1, 1, 37, 5)[0];
+  scores[3] = -2.5f;
+  scores[4] = 1e-30f;
+  const auto before = scores;
+  kvstore::chunk_scores(scores, 1);
+  EXPECT_EQ(std::memcmp(scores.data(), before.data(), scores.size() * sizeof(float)), 0);
+  EXPECT_THROW(kvstore::chunk_scores(scores, 0), std::invalid_argument);
+}
+
+TEST(ChunkScores, MeanOverTheChunksCandidatesAlwaysKeptUntouched) {
+  // chunks of 4: {1,2,3,6} {8,inf,inf,2} {5,7}; the last chunk is partial
+  std::vector<float> scores = {1, 2, 3, 6, 8, kAlwaysKeep, kAlwaysKeep, 2, 5, 7};
+  kvstore::chunk_scores(scores, 4);
+  EXPECT_EQ(scores, (std::vector<float>{3, 3, 3, 3, 5, kAlwaysKeep, kAlwaysKeep, 5, 6, 6}));
+  std::vector<float> window = {kAlwaysKeep, kAlwaysKeep};
+  kvstore::chunk_scores(window, 4);
+  EXPECT_EQ(window, (std::vector<float>{kAlwaysKeep, kAlwaysKeep}));
+}
+
+// Deterministic scores without ties; the last `window` tokens and the first `sinks` always kept.
+std::vector<std::vector<float>> random_scores(int64_t n_layers, int64_t n_heads, int64_t n, int64_t window,
+                                              int64_t sinks) {
+  uint64_t state = 88172645463325252ull;
+  std::vector<std::vector<float>> scores;
+  for (int64_t i = 0; i < n_layers * n_heads; ++i) {
+    std::vector<float> s(static_cast<size_t>(n));
+    for (int64_t t = 0; t < n; ++t) {
+      state ^= state << 13, state ^= state >> 7, state ^= state << 17;
+      s[t] = static_cast<float>(state % 1000003) / 1000003.0f * static_cast<float>(1 + i % 3);
+    }
+    for (int64_t t = 0; t < sinks; ++t) s[t] = kAlwaysKeep;
+    for (int64_t t = n - window; t < n; ++t) s[t] = kAlwaysKeep;
+    scores.push_back(s);
+  }
+  return scores;
+}
+
+// Every allocator, chunks of 4 and 7 (not dividing the sequence): the same budgets in all (the
+// budget counts tokens), every always-kept token kept, and per head at most one chunk cut, the cut
+// one keeping its latest candidates; the kept candidates are the chunks of highest mean.
+TEST(ChunkSelection, KeepsWholeChunksWithinTheBudget) {
+  const int64_t L = 3, H = 4, n = 203, w = 8, sinks = 2, budget = 50;
+  std::vector<double> profile(L * H);
+  for (size_t i = 0; i < profile.size(); ++i) profile[i] = static_cast<double>(i % 5);
+  const kvstore::UniformAllocator uniform;
+  const kvstore::PyramidAllocator pyramid(20);
+  const kvstore::AdaKvAllocator adakv(0.2);
+  const kvstore::HeadKvAllocator headkv(profile, 1.01);
+  const kvstore::DynamicKvAllocator dynamickv(10);
+  for (const int64_t chunk : {4, 7}) {
+    auto scores = random_scores(L, H, n, w, sinks);
+    const auto raw = scores;
+    for (auto& head : scores) kvstore::chunk_scores(head, chunk);
+    for (const kvstore::Allocator* a :
+         std::vector<const kvstore::Allocator*>{&uniform, &pyramid, &adakv, &headkv, &dynamickv}) {
+      SCOPED_TRACE(std::string(a->name()) + " chunk " + std::to_string(chunk));
+      const auto budgets = a->head_budgets({L, H, scores, budget});
+      EXPECT_EQ(sum(budgets), L * H * budget);
+      const auto kept = kvstore::select_top(scores, budgets);
+      for (size_t h = 0; h < kept.size(); ++h) {
+        ASSERT_EQ(static_cast<int64_t>(kept[h].size()), budgets[h]);
+        std::vector<bool> is_kept(static_cast<size_t>(n), false);
+        for (int32_t t : kept[h]) is_kept[t] = true;
+        int64_t cut = 0;
+        float lowest_kept = kAlwaysKeep, highest_dropped = -kAlwaysKeep;
+        for (int64_t begin = 0; begin < n; begin += chunk) {
+          const int64_t end = std::min(n, begin + chunk);
+          int64_t candidates = 0, taken = 0;
+          double mean = 0.0;
+          for (int64_t t = begin; t < end; ++t) {
+            if (raw[h][t] == kAlwaysKeep) {
+              EXPECT_TRUE(is_kept[t]) << "always-kept token " << t;
+              continue;
+            }
+            ++candidates, mean += raw[h][t];
+            taken += is_kept[t] ? 1 : 0;
+          }
+          if (candidates == 0) continue;
+          mean /= static_cast<double>(candidates);
+          if (taken > 0 && taken < candidates) {
+            ++cut;
+            // the cut chunk keeps its latest candidates: no dropped one after a kept one
+            bool seen_kept = false;
+            for (int64_t t = begin; t < end; ++t) {
+              if (raw[h][t] == kAlwaysKeep) continue;
+              if (is_kept[t])
+                seen_kept = true;
+              else
+                EXPECT_FALSE(seen_kept) << "chunk at " << begin << " keeps an earlier candidate";
+            }
+          } else if (taken == candidates) {
+            lowest_kept = std::min(lowest_kept, static_cast<float>(mean));
+          } else {
+            highest_dropped = std::max(highest_dropped, static_cast<float>(mean));
+          }
+        }
+        EXPECT_LE(cut, 1) << "head " << h;
+        EXPECT_GE(lowest_kept, highest_dropped) << "head " << h;
+      }
+    }
+  }
+}
+
+// Chunk size 1 is today's per-token selection: same budgets and kept sets for every allocator.
+TEST(ChunkSelection, SizeOneIsPerTokenSelection) {
+  const int64_t L = 2, H = 3, n = 120, w = 8, budget = 30;
+  const auto raw = random_scores(L, H, n, w, 0);
+  auto chunked = raw;
+  for (auto& head : chunked) kvstore::chunk_scores(head, 1);
+  const kvstore::AdaKvAllocator adakv(0.2);
+  const kvstore::PyramidAllocator pyramid(20);
+  for (const kvstore::Allocator* a : std::vector<const kvstore::Allocator*>{&adakv, &pyramid}) {
+    const auto budgets = a->head_budgets({L, H, raw, budget});
+    EXPECT_EQ(a->head_budgets({L, H, chunked, budget}), budgets);
+    EXPECT_EQ(kvstore::select_top(chunked, budgets), kvstore::select_top(raw, budgets));
+  }
 }
 
 }  // namespace

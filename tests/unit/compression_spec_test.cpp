@@ -58,5 +58,19 @@ TEST(CheckFitsContext, WindowSinksAndPoolKernelPastTheContextAreRefused) {
   EXPECT_THROW(check_fits_context(spec, 8192), std::invalid_argument);
 }
 
+TEST(ChunkSize, LabelNamesItAndBadValuesAreRefused) {
+  auto spec = spec_of("snapkv", 0.25);
+  EXPECT_EQ(spec.params.chunk_size, 1);
+  EXPECT_EQ(spec.label(), "snapkv 25%");  // chunk 1: the label of before
+  spec.params.chunk_size = 8;
+  EXPECT_EQ(spec.label(), "snapkv 25% chunk 8");
+  EXPECT_NO_THROW(validate(spec));
+  spec.params.chunk_size = 0;
+  EXPECT_THROW(validate(spec), std::invalid_argument);
+  auto dynakv = spec_of("dynakv", 0.5);
+  dynakv.params.chunk_size = 4;
+  EXPECT_THROW(validate(dynakv), std::invalid_argument);  // evicts nothing
+}
+
 }  // namespace
 }  // namespace kvshrink::engine
