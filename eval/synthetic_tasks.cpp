@@ -205,11 +205,18 @@ EvalSample make_passkey(int64_t context_length, double depth, uint64_t seed, con
 
 struct NiahSpec {
   HaystackKind haystack;
-  bool uuid_values;  // else 7-digit numbers
+  bool uuid_values;  // else numbers of `digits` digits
   int num_keys;      // needles with distinct keys (the queried ones first, then distractors)
   int num_values;    // values per key
   int num_queries;   // keys asked about
+  int digits = 7;    // RULER's 7; niah_digits_N: N (6..10)
 };
+
+int64_t power_of_ten(int n) {
+  int64_t p = 1;
+  for (int i = 0; i < n; ++i) p *= 10;
+  return p;
+}
 
 EvalSample make_niah(const std::string& task, const NiahSpec& spec, int64_t context_length, double depth,
                      uint64_t seed, const TokenCounter& count) {
@@ -229,7 +236,9 @@ EvalSample make_niah(const std::string& task, const NiahSpec& spec, int64_t cont
   for (int k = 0; k < spec.num_keys; ++k) {
     for (int v = 0; v < spec.num_values; ++v) {
       const std::string value = draw_distinct(used, [&] {
-        return spec.uuid_values ? random_uuid(rng) : std::to_string(draw_between(rng, 1000000, 9999999));
+        return spec.uuid_values ? random_uuid(rng)
+                                : std::to_string(draw_between(rng, power_of_ten(spec.digits - 1),
+                                                              power_of_ten(spec.digits) - 1));
       });
       const double at = (k == 0 && v == 0) ? depth : static_cast<double>(draw_below(rng, 1001)) / 10.0;
       needles.emplace_back(at,
@@ -402,6 +411,12 @@ const NiahSpec* niah_spec(const std::string& task) {
       {"niah_multikey_1", {HaystackKind::kEssay, false, 4, 1, 1}},
       {"niah_multivalue", {HaystackKind::kEssay, false, 1, 4, 1}},
       {"niah_multiquery", {HaystackKind::kEssay, false, 4, 1, 4}},
+      // niah_single_2 with an N-digit number (SmolLM2 writes one digit per token)
+      {"niah_digits_6", {HaystackKind::kEssay, false, 1, 1, 1, 6}},
+      {"niah_digits_7", {HaystackKind::kEssay, false, 1, 1, 1, 7}},
+      {"niah_digits_8", {HaystackKind::kEssay, false, 1, 1, 1, 8}},
+      {"niah_digits_9", {HaystackKind::kEssay, false, 1, 1, 1, 9}},
+      {"niah_digits_10", {HaystackKind::kEssay, false, 1, 1, 1, 10}},
   };
   for (const auto& [name, spec] : kSpecs) {
     if (task == name) return &spec;
@@ -419,6 +434,11 @@ std::vector<std::string> synthetic_task_names() {
           "niah_multikey_1",
           "niah_multivalue",
           "niah_multiquery",
+          "niah_digits_6",
+          "niah_digits_7",
+          "niah_digits_8",
+          "niah_digits_9",
+          "niah_digits_10",
           "vt",
           "cwe",
           "fwe"};

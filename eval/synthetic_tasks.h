@@ -15,7 +15,8 @@
 
 namespace kvshrink::eval {
 
-// passkey, niah_single_1..3, niah_multikey_1, niah_multivalue, niah_multiquery, vt, cwe, fwe.
+// passkey, niah_single_1..3, niah_multikey_1, niah_multivalue, niah_multiquery, niah_digits_6..10
+// (niah_single_2 with an N-digit number), vt, cwe, fwe.
 std::vector<std::string> synthetic_task_names();
 
 // One sample of `task`. depth_percent in [0, 100] places the (first) needle for passkey and niah

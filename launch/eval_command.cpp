@@ -117,11 +117,26 @@ struct Prompt {
   int64_t max_new_tokens = 0;
 };
 
+// The fewest answer tokens that can hold every reference answer (each with a few tokens of list
+// markup around it, as the model writes ":\n\n- <answer>\n"), at most the task's own cap. A
+// --max-new-tokens below it would score 0 whatever the model does: a uuid is ~40 tokens in
+// SmolLM2's tokenizer (one per character or two), so niah_single_3 under --max-new-tokens 32 was
+// cut mid-uuid.
+int64_t answer_floor(const eval::EvalSample& sample, const engine::Tokenizer& tokenizer) {
+  int64_t tokens = 4;
+  for (const auto& answer : sample.answers) {
+    tokens += static_cast<int64_t>(tokenizer.encode(" " + answer, /*parse_special=*/false).size()) + 4;
+  }
+  return std::min<int64_t>(tokens, sample.max_new_tokens);
+}
+
 Prompt make_prompt(const eval::EvalSample& sample, const engine::Tokenizer& tokenizer, bool agnostic,
                    int64_t context, int64_t max_new_tokens) {
-  Prompt prompt{
-      encode(sample, tokenizer, agnostic),
-      max_new_tokens > 0 ? std::min<int64_t>(max_new_tokens, sample.max_new_tokens) : sample.max_new_tokens};
+  Prompt prompt{encode(sample, tokenizer, agnostic),
+                max_new_tokens > 0
+                    ? std::min<int64_t>(std::max(max_new_tokens, answer_floor(sample, tokenizer)),
+                                        sample.max_new_tokens)
+                    : sample.max_new_tokens};
   // Too long for the context: cut the middle of the context part, as LongBench does.
   auto& part = prompt.tokens.context;
   const int64_t room = context - prompt.max_new_tokens - static_cast<int64_t>(prompt.tokens.question.size());
@@ -350,8 +365,8 @@ CLI::App* add_eval_command(CLI::App& app, EvalOptions& o) {
       ->check(CLI::IsMember({"query-aware", "query-agnostic", "both"}));
   cmd->add_option(
          "--max-new-tokens", o.max_new_tokens,
-         "Cap on the answer length (0 = each task's own: RULER 128 for NIAH, ...); greedy answers are "
-         "the same up to the cap")
+         "Cap on the answer length (0 = each task's own: RULER 128 for NIAH, ...), never below what the "
+         "reference answers need; greedy answers are the same up to the cap")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--longbench-dir", o.longbench_dir, "Folder with LongBench <dataset>.jsonl files");

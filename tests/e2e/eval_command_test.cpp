@@ -2,6 +2,7 @@
 // output files and their contents, and bad input.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -106,6 +107,27 @@ TEST_F(EvalCommandTest, PressesAndBudgetsBesideFullKvAndResume) {
   records = read_jsonl(out_ / "samples.jsonl");
   ASSERT_EQ(records.size(), 14u);
   EXPECT_EQ(records.back()["press"], "tova");
+}
+
+// --max-new-tokens never cuts a reference answer: niah_single_3's uuid (~40 tokens) is written
+// whole under a cap of 8 (it scored 0 at full KV under --max-new-tokens 32), and chunk-size settings
+// are their own labelled records beside the per-token ones.
+TEST_F(EvalCommandTest, CapNeverCutsTheReferenceAnswerAndChunkSettingsAreLabelled) {
+  const auto result = eval(
+      "--task niah_single_3 --context-lengths 512 --depths 50 --max-new-tokens 8 --press snapkv --budget 0.5 "
+      "--chunk-size 1,8");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto records = read_jsonl(out_ / "samples.jsonl");
+  ASSERT_EQ(records.size(), 3u);  // full KV, snapkv 50%, snapkv 50% chunk 8
+  std::vector<std::string> settings;
+  for (const auto& r : records) {
+    settings.push_back(r["setting"].get<std::string>());
+    if (r["press"] == "none") {
+      EXPECT_EQ(r["score"].get<double>(), 1.0) << r.dump();
+    }
+  }
+  std::sort(settings.begin(), settings.end());
+  EXPECT_EQ(settings, (std::vector<std::string>{"full KV", "snapkv 50%", "snapkv 50% chunk 8"}));
 }
 
 // The output checks below: each ends the job with one error line and no abort banner.

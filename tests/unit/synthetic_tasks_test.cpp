@@ -43,6 +43,11 @@ TEST(SyntheticTasks, NamesAreRulerNames) {
                                              "niah_multikey_1",
                                              "niah_multivalue",
                                              "niah_multiquery",
+                                             "niah_digits_6",
+                                             "niah_digits_7",
+                                             "niah_digits_8",
+                                             "niah_digits_9",
+                                             "niah_digits_10",
                                              "vt",
                                              "cwe",
                                              "fwe"};
@@ -95,6 +100,15 @@ TEST(SyntheticTasks, AnswerCountsAndGenerationLengthsFollowRuler) {
   EXPECT_EQ(make("niah_multikey_1").answers.size(), 1u);
   EXPECT_EQ(make("niah_multivalue").answers.size(), 4u);
   EXPECT_EQ(make("niah_multiquery").answers.size(), 4u);
+  EXPECT_EQ(make("niah_single_2").answers[0].size(), 7u);  // RULER's 7-digit numbers
+  for (int digits = 6; digits <= 10; ++digits) {
+    const EvalSample s = make("niah_digits_" + std::to_string(digits));
+    ASSERT_EQ(s.answers.size(), 1u);
+    EXPECT_EQ(s.answers[0].size(), static_cast<size_t>(digits));
+    EXPECT_NE(s.answers[0][0], '0');
+    EXPECT_EQ(s.answers[0].find_first_not_of("0123456789"), std::string::npos);
+    EXPECT_EQ(s.max_new_tokens, 128);
+  }
   EXPECT_EQ(make("vt").answers.size(), 5u);
   EXPECT_EQ(make("vt").max_new_tokens, 30);
   EXPECT_EQ(make("cwe").answers.size(), 10u);
