@@ -11,6 +11,7 @@
 
 #include "comm/collective_error.h"
 #include "comm/communicator.h"
+#include "launch/api_settings.h"
 #include "launch/batch/batch_job.h"
 #include "launch/engine_options.h"
 
@@ -55,19 +56,6 @@ int64_t lines_done(const std::vector<BatchLine>& lines, const BatchResultsFile& 
   return done;
 }
 
-ApiSettings api_settings(const BatchOptions& o, const engine::Engine& engine,
-                         const engine::CompressionSpec& default_spec) {
-  ApiSettings settings;
-  settings.model_name =
-      o.served_model_name.empty() ? fs::path(o.engine.model).stem().string() : o.served_model_name;
-  settings.context_size = engine.context_size();
-  settings.compression = default_spec;
-  settings.press_spec = [compression = o.compression](const std::string& method) {
-    return compression_spec_for(compression, method);
-  };
-  return settings;
-}
-
 // Collective: the engine serves rank 0's job until every line is submitted and ended (or the job
 // stopped).
 void serve_lines(const BatchOptions& o, BatchJob* job, engine::RequestInbox& inbox,
@@ -75,7 +63,8 @@ void serve_lines(const BatchOptions& o, BatchJob* job, engine::RequestInbox& inb
                  comm::Communicator& data) {
   engine::Engine engine(o.engine, control, data);
   if (job == nullptr) return engine.serve(nullptr);
-  const ApiSettings settings = api_settings(o, engine, default_spec);
+  const ApiSettings settings =
+      api_settings(engine, o.engine.model, o.served_model_name, o.compression, default_spec);
   fmt::print(
       stderr, "kvshrink: batch: running on '{}' ({} by default, {} rank(s), KV pool {:.0f} MiB per rank)\n",
       settings.model_name, default_spec.label(), control.world().size, engine.pool().capacity() / 1048576.0);

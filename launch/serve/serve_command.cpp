@@ -5,11 +5,11 @@
 
 #include <csignal>
 #include <cstdio>
-#include <filesystem>
 #include <optional>
 
 #include "comm/collective_error.h"
 #include "comm/communicator.h"
+#include "launch/api_settings.h"
 #include "launch/engine_options.h"
 
 namespace kvshrink::launch {
@@ -86,18 +86,10 @@ int run_serve(const ServeOptions& options, comm::Communicator& control, comm::Co
   }
   engine::Engine engine(options.engine, control, data);
   if (coordinator) {
-    ApiSettings settings;
-    settings.model_name = options.served_model_name.empty()
-                              ? std::filesystem::path(options.engine.model).stem().string()
-                              : options.served_model_name;
-    settings.context_size = engine.context_size();
+    ApiSettings settings = api_settings(engine, options.engine.model, options.served_model_name,
+                                        options.compression, default_spec);
     settings.max_prompt_tokens = options.max_prompt_tokens;
     settings.max_tokens_limit = options.max_tokens_limit;
-    settings.compression = default_spec;
-    settings.press_spec = [compression = options.compression](const std::string& method) {
-      auto spec = compression_spec_for(compression, method);
-      return spec;
-    };
     std::fprintf(
         stderr,
         "kvshrink: serving '%s' (%s by default) on http://%s:%d (%d rank(s), KV pool %.0f MiB per rank)\n",
