@@ -144,22 +144,19 @@ std::vector<engine::CompressionSpec> compression_specs(const CompressionOptions&
         throw std::invalid_argument(
             fmt::format("--press {} needs a budget: --budget F or --budget-tokens B", press));
       }
+      // one budget form set, the other 0
+      const auto add = [&](int64_t chunk, double fraction, int64_t tokens) {
+        auto spec = compression_spec_for(o, press);
+        spec.params.chunk_size = chunk;
+        spec.budget_fraction = fraction;
+        spec.budget_tokens = tokens;
+        engine::validate(spec);
+        specs.push_back(spec);
+      };
       const std::vector<int64_t> chunks = o.chunk_sizes.empty() ? std::vector<int64_t>{1} : o.chunk_sizes;
       for (int64_t chunk : chunks) {
-        for (double fraction : o.budgets) {
-          auto spec = compression_spec_for(o, press);
-          spec.params.chunk_size = chunk;
-          spec.budget_fraction = fraction;
-          engine::validate(spec);
-          specs.push_back(spec);
-        }
-        for (int64_t tokens : o.budget_tokens) {
-          auto spec = compression_spec_for(o, press);
-          spec.params.chunk_size = chunk;
-          spec.budget_tokens = tokens;
-          engine::validate(spec);
-          specs.push_back(spec);
-        }
+        for (double fraction : o.budgets) add(chunk, fraction, 0);
+        for (int64_t tokens : o.budget_tokens) add(chunk, 0.0, tokens);
       }
     }
   } catch (const std::exception& e) {

@@ -372,14 +372,13 @@ void Engine::serve(RequestInbox* inbox) {
         step = scheduler.next_step(last, seconds_since_start());
         step.end_of_run = false;
         held.remove_if([](const Held& h) { return h.unfinished == 0; });
+        inbox->publish(gauges(scheduler, last));  // what it admitted now runs, no longer waits
         nothing_to_run = step.empty();
         if (nothing_to_run && seconds_since_start() - last_step < kHeartbeatSeconds) {
-          inbox->publish(gauges(scheduler, last));
           control_.keep_alive();  // the workers wait in the broadcast: answer their pings
           continue;
         }
       }
-      inbox->publish(gauges(scheduler, last));  // what it admitted now runs, no longer waits
       inbox->step_begins();
     }
     const bool more = run_step(scheduler, step, last);
@@ -388,7 +387,6 @@ void Engine::serve(RequestInbox* inbox) {
       last_step = seconds_since_start();
     }
     if (!more) break;
-    if (coordinator) inbox->publish(gauges(scheduler, last));
   }
   end_run();
 }

@@ -65,7 +65,7 @@ class Engine {
   // with a bad fork (the request and all its forks).
   std::vector<RequestResult> run(std::vector<Request> requests);
   // Collective. Runs the requests that arrive in rank 0's inbox (the other ranks pass null) as they
-  // come, each failing alone as in run(), and publishes the gauges there after every step; returns
+  // come, each failing alone as in run(), and publishes the gauges there as it plans each step; returns
   // on every rank once the inbox is closed and every request in it has ended.
   void serve(RequestInbox* inbox);
   const RunStats& last_run() const { return stats_; }

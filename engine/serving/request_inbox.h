@@ -1,6 +1,6 @@
 // Requests that arrive while the engine runs (DESIGN.md §1: HTTP, a JSONL batch file): front-end
 // threads submit them, Engine::serve takes them on rank 0 between steps, and publishes what it
-// holds after every step (ServingGauges) for the front end's metrics and back-pressure.
+// holds as it plans each step (ServingGauges) for the front end's metrics and back-pressure.
 //
 //   engine::RequestInbox inbox(/*max_waiting=*/256);
 //   std::thread front_end([&] { inbox.submit(std::move(request)); ...; inbox.close(); });

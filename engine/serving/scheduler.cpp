@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "engine/generation/stop_strings.h"
 #include "kvstore/press_registry.h"
 
 namespace kvshrink::engine {
@@ -416,11 +417,8 @@ void Scheduler::accept_token(Entry& e, TokenId token, double now) {
   e.text += e.decoder.push(token);
   if (!e.request.ignore_eos && tokenizer_.is_end_of_generation(token))
     return finish(e, FinishReason::kEndOfGeneration, now);
-  for (const auto& stop : e.request.stop) {  // a new match ends in the text this token added
-    const size_t from = old_size >= stop.size() ? old_size - stop.size() + 1 : 0;
-    if (!stop.empty() && e.text.find(stop, from) != std::string::npos)
-      return finish(e, FinishReason::kStopString, now);
-  }
+  if (find_new_stop(e.text, old_size, e.request.stop) != std::string::npos)
+    return finish(e, FinishReason::kStopString, now);
   if (!keep_going) return finish(e, FinishReason::kStoppedByCaller, now);
   if (static_cast<int64_t>(result.tokens.size()) >= e.request.max_tokens)
     return finish(e, FinishReason::kMaxTokens, now);

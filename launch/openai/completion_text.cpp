@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "engine/generation/stop_strings.h"
+
 namespace kvshrink::launch {
 
 CompletionText::CompletionText(const engine::Tokenizer& tokenizer, std::vector<std::string> stop)
@@ -23,11 +25,7 @@ std::string CompletionText::push(engine::TokenId token) {
   if (stopped_) return "";
   const size_t old_size = text_.size();
   text_ += decoder_.push(token);
-  size_t cut = std::string::npos;
-  for (const auto& s : stop_) {  // the earliest match that ends in what this token added
-    const size_t from = old_size >= s.size() ? old_size - s.size() + 1 : 0;
-    cut = std::min(cut, text_.find(s, from));
-  }
+  const size_t cut = engine::find_new_stop(text_, old_size, stop_);
   if (cut != std::string::npos) {
     stopped_ = true;
     text_.resize(cut);

@@ -62,8 +62,7 @@ void watch_for_hangup(beast::tcp_stream& stream, const std::shared_ptr<Pending>&
 
 engine::Request engine_request(HttpServer::State& state, CompletionJob& job,
                                const std::shared_ptr<Pending>& pending) {
-  engine::Request request = std::move(job.request);
-  job.request = request;  // the job keeps the settings for the response (callbacks are set below)
+  engine::Request request = job.request;  // the job keeps the settings for the response
   request.on_token = [&state, pending](engine::TokenId token) {
     pending->add_text(pending->text.push(token), nullptr);
     return !pending->gone && !state.abandon;

@@ -37,11 +37,16 @@ std::string models_body(const HttpServer::State& state) {
   return nlohmann::json{{"object", "list"}, {"data", nlohmann::json::array({model})}}.dump();
 }
 
+// The request's path, without the query.
+std::string_view request_path(const HttpRequest& request) {
+  const auto target = std::string_view(request.target().data(), request.target().size());
+  return target.substr(0, target.find('?'));
+}
+
 // Everything but the completions. nullopt: not one of these paths.
 std::optional<http::response<http::string_body>> simple_route(HttpServer::State& state,
                                                               const HttpRequest& request) {
-  const auto target = std::string_view(request.target().data(), request.target().size());
-  const std::string_view path = target.substr(0, target.find('?'));
+  const std::string_view path = request_path(request);
   const bool ready = state.ready.load(std::memory_order_acquire);
   if (path == "/health") {
     if (state.shutting_down)
@@ -142,9 +147,7 @@ net::awaitable<void> session(HttpServer::State& state, tcp::socket socket) {
         continue;
       }
       Endpoint endpoint;
-      endpoint_for_path(std::string_view(request.target().data(), request.target().size())
-                            .substr(0, request.target().find('?')),
-                        endpoint);
+      endpoint_for_path(request_path(request), endpoint);  // simple_route let only these through
       keep = co_await run_completion(state, stream, request, endpoint);
     }
   } catch (const std::exception&) {
