@@ -95,8 +95,7 @@ void BatchJob::submit(const BatchLine& line) {
     flight->text.finish();
     const auto& job = flight->job;
     if (result.finish == engine::FinishReason::kError) {
-      if (write(flight->line, error_record(flight->line, ApiError(422, result.error, "", "engine_error"))))
-        ++refused_;
+      if (write(flight->line, error_record(flight->line, engine_error(result)))) ++refused_;
     } else if (write(flight->line,
                      result_record(flight->line, completion_response(job, new_response_identity(job.endpoint),
                                                                      flight->text.sent(), result)))) {

@@ -44,6 +44,10 @@ const char* openai_finish_reason(engine::FinishReason reason) {
   }
 }
 
+ApiError engine_error(const engine::RequestResult& result) {
+  return ApiError(422, result.error, "", "engine_error");
+}
+
 json usage_json(const engine::RequestResult& result) {
   const auto completion = static_cast<int64_t>(result.tokens.size());
   return {{"prompt_tokens", result.prompt_tokens},

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "engine/serving/request.h"
+#include "launch/openai/api_error.h"
 #include "launch/openai/completion_request.h"
 
 namespace kvshrink::launch {
@@ -26,6 +27,10 @@ const char* openai_finish_reason(engine::FinishReason reason);
 
 nlohmann::json usage_json(const engine::RequestResult& result);
 nlohmann::json kv_json(const CompletionJob& job, const engine::RequestResult& result);
+
+// The error a request that failed in the engine (RequestResult::error, e.g. larger than the KV
+// pool) is answered with: 422 engine_error.
+ApiError engine_error(const engine::RequestResult& result);
 
 // The whole response of a finished request (not streamed).
 nlohmann::json completion_response(const CompletionJob& job, const ResponseIdentity& identity,

@@ -75,10 +75,6 @@ engine::Request engine_request(HttpServer::State& state, CompletionJob& job,
   return request;
 }
 
-ApiError engine_error(const engine::RequestResult& result) {
-  return ApiError(422, result.error, "", "engine_error");
-}
-
 net::awaitable<void> wait_for_engine(const std::shared_ptr<Pending>& pending) {
   boost::system::error_code ec;
   pending->wake.expires_at(net::steady_timer::time_point::max());
