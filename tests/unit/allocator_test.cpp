@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <numeric>
 #include <stdexcept>
 #include <string>
@@ -30,6 +31,19 @@ int64_t sum(const std::vector<int64_t>& v) {
 
 // n_layers x n_heads heads of n tokens; the last `window` always kept; head (l, h) has scores that
 // are larger when `peaked` says so.
+// One of each allocator (HeadKV with a made-up profile of n_heads_total heads).
+std::vector<std::unique_ptr<kvstore::Allocator>> every_allocator(int64_t n_heads_total) {
+  std::vector<double> profile(static_cast<size_t>(n_heads_total));
+  for (size_t i = 0; i < profile.size(); ++i) profile[i] = static_cast<double>(i % 5);
+  std::vector<std::unique_ptr<kvstore::Allocator>> out;
+  out.push_back(std::make_unique<kvstore::UniformAllocator>());
+  out.push_back(std::make_unique<kvstore::PyramidAllocator>(20));
+  out.push_back(std::make_unique<kvstore::AdaKvAllocator>(0.2));
+  out.push_back(std::make_unique<kvstore::HeadKvAllocator>(profile, 1.01));
+  out.push_back(std::make_unique<kvstore::DynamicKvAllocator>(10));
+  return out;
+}
+
 std::vector<std::vector<float>> make_scores(int64_t n_layers, int64_t n_heads, int64_t n, int64_t window) {
   std::vector<std::vector<float>> scores;
   for (int64_t l = 0; l < n_layers; ++l) {
@@ -66,15 +80,8 @@ TEST(Allocators, EverySpendsTheBudgetExactly) {
   const int64_t L = 4, H = 3, n = 100, w = 8, budget = 30;
   const auto scores = make_scores(L, H, n, w);
   const kvstore::AllocationInput input{L, H, scores, budget};
-  std::vector<double> profile(L * H);
-  for (size_t i = 0; i < profile.size(); ++i) profile[i] = static_cast<double>(i % 5);
-  const kvstore::UniformAllocator uniform;
-  const kvstore::PyramidAllocator pyramid(20);
-  const kvstore::AdaKvAllocator adakv(0.2);
-  const kvstore::HeadKvAllocator headkv(profile, 1.01);
-  const kvstore::DynamicKvAllocator dynamickv(10);
-  for (const kvstore::Allocator* a :
-       std::vector<const kvstore::Allocator*>{&uniform, &pyramid, &adakv, &headkv, &dynamickv}) {
+  const auto allocators = every_allocator(L * H);
+  for (const auto& a : allocators) {
     const auto budgets = a->head_budgets(input);
     EXPECT_EQ(sum(budgets), L * H * budget) << a->name();
     for (auto b : budgets) {
@@ -170,19 +177,12 @@ std::vector<std::vector<float>> random_scores(int64_t n_layers, int64_t n_heads,
 // one keeping its latest candidates; the kept candidates are the chunks of highest mean.
 TEST(ChunkSelection, KeepsWholeChunksWithinTheBudget) {
   const int64_t L = 3, H = 4, n = 203, w = 8, sinks = 2, budget = 50;
-  std::vector<double> profile(L * H);
-  for (size_t i = 0; i < profile.size(); ++i) profile[i] = static_cast<double>(i % 5);
-  const kvstore::UniformAllocator uniform;
-  const kvstore::PyramidAllocator pyramid(20);
-  const kvstore::AdaKvAllocator adakv(0.2);
-  const kvstore::HeadKvAllocator headkv(profile, 1.01);
-  const kvstore::DynamicKvAllocator dynamickv(10);
+  const auto allocators = every_allocator(L * H);
   for (const int64_t chunk : {4, 7}) {
     auto scores = random_scores(L, H, n, w, sinks);
     const auto raw = scores;
     for (auto& head : scores) kvstore::chunk_scores(head, chunk);
-    for (const kvstore::Allocator* a :
-         std::vector<const kvstore::Allocator*>{&uniform, &pyramid, &adakv, &headkv, &dynamickv}) {
+    for (const auto& a : allocators) {
       SCOPED_TRACE(std::string(a->name()) + " chunk " + std::to_string(chunk));
       const auto budgets = a->head_budgets({L, H, scores, budget});
       EXPECT_EQ(sum(budgets), L * H * budget);
