@@ -163,6 +163,9 @@ struct Q8_0Group {
   }
 };
 
+// How far ahead a tile fetches its weights, in tiles (see packed_gemv.cpp's kPrefetchRows).
+constexpr int kPrefetchTiles = 2;
+
 // y[i * ldy + j] = row r + j of w . activation row t0 + i, for i < kT, j < kR.
 template <class Group, int kR, int kT>
 void tile(const Weight& w, int64_t r, const Q8Activations& a, int64_t t0, float* y, int64_t ldy) {
@@ -180,10 +183,15 @@ void tile(const Weight& w, int64_t r, const Q8Activations& a, int64_t t0, float*
   }
   __m512 acc[kT][kR];
   for (auto& row : acc) std::fill(row, row + kR, _mm512_setzero_ps());
+  // the rows kPrefetchTiles tiles on follow these in memory
+  const int64_t ahead = kPrefetchTiles * kR * w.row_bytes();
   const auto add_group = [&](int64_t g, const GroupMasks& k) __attribute__((always_inline)) {
     Group wg[kR];
 #pragma GCC unroll 8
-    for (int j = 0; j < kR; ++j) wg[j] = Group::load(rows[j] + g * Group::kBytes, k);
+    for (int j = 0; j < kR; ++j) {
+      __builtin_prefetch(rows[j] + g * Group::kBytes + ahead);
+      wg[j] = Group::load(rows[j] + g * Group::kBytes, k);
+    }
 #pragma GCC unroll 8
     for (int i = 0; i < kT; ++i) {
       const ActivationGroup ag =
