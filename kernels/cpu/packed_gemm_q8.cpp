@@ -163,15 +163,15 @@ struct Q8_0Group {
   }
 };
 
-// How far ahead a tile fetches its weights, in tiles (see packed_gemv.cpp's kPrefetchRows).
-constexpr int kPrefetchTiles = 2;
-
 // y[i * ldy + j] = row r + j of w . activation row t0 + i, for i < kT, j < kR.
 template <class Group, int kR, int kT>
 void tile(const Weight& w, int64_t r, const Q8Activations& a, int64_t t0, float* y, int64_t ldy) {
   const int64_t blocks = a.blocks();
-  const uint8_t* rows[kR];
-  for (int j = 0; j < kR; ++j) rows[j] = reinterpret_cast<const uint8_t*>(w.row(r + j));
+  const uint8_t *rows[kR], *prefetched[kR];
+  for (int j = 0; j < kR; ++j) {
+    rows[j] = reinterpret_cast<const uint8_t*>(w.row(r + j));
+    prefetched[j] = reinterpret_cast<const uint8_t*>(w.row(weight_prefetch_row(r + j, w.rows())));
+  }
   const int8_t* q[kT];
   const float *d[kT], *s[kT];
   const int32_t* sum[kT];
@@ -183,13 +183,11 @@ void tile(const Weight& w, int64_t r, const Q8Activations& a, int64_t t0, float*
   }
   __m512 acc[kT][kR];
   for (auto& row : acc) std::fill(row, row + kR, _mm512_setzero_ps());
-  // the rows kPrefetchTiles tiles on follow these in memory
-  const int64_t ahead = kPrefetchTiles * kR * w.row_bytes();
   const auto add_group = [&](int64_t g, const GroupMasks& k) __attribute__((always_inline)) {
     Group wg[kR];
 #pragma GCC unroll 8
     for (int j = 0; j < kR; ++j) {
-      __builtin_prefetch(rows[j] + g * Group::kBytes + ahead);
+      __builtin_prefetch(prefetched[j] + g * Group::kBytes);
       wg[j] = Group::load(rows[j] + g * Group::kBytes, k);
     }
 #pragma GCC unroll 8

@@ -32,11 +32,14 @@ float half(uint16_t h) {
 
 // A weight's rows as the tile loop reads them: block(r, b, out) puts columns 32b..32b+31 of row r
 // in out[0..kVecs) (column 32b + kLanes*v + lane in out[v]). prepare(r, n) is called before rows
-// r..r+n-1 are read; add_tail adds the columns after the last whole block (none for Q4_1/Q8_0).
+// r..r+n-1 are read; prefetch(r, b) fetches block b of weight_prefetch_row(r) as row r is read;
+// add_tail adds the columns after the last whole block (none for Q4_1/Q8_0).
 struct Q4_1Rows {
   const Weight& w;
   void prepare(int64_t, int) {}
-  void prefetch(int64_t r, int64_t b) const { __builtin_prefetch(w.row(r) + b * sizeof(BlockQ4_1)); }
+  void prefetch(int64_t r, int64_t b) const {
+    __builtin_prefetch(w.row(weight_prefetch_row(r, w.rows())) + b * sizeof(BlockQ4_1));
+  }
   void add_tail(int64_t, int, const float*, int64_t, int64_t, float*, int64_t) const {}
   void block(int64_t r, int64_t b, Vec* out) const {
     const BlockQ4_1& q = reinterpret_cast<const BlockQ4_1*>(w.row(r))[b];
@@ -71,7 +74,9 @@ struct Q4_1Rows {
 struct Q8_0Rows {
   const Weight& w;
   void prepare(int64_t, int) {}
-  void prefetch(int64_t r, int64_t b) const { __builtin_prefetch(w.row(r) + b * sizeof(BlockQ8_0)); }
+  void prefetch(int64_t r, int64_t b) const {
+    __builtin_prefetch(w.row(weight_prefetch_row(r, w.rows())) + b * sizeof(BlockQ8_0));
+  }
   void add_tail(int64_t, int, const float*, int64_t, int64_t, float*, int64_t) const {}
   void block(int64_t r, int64_t b, Vec* out) const {
     const BlockQ8_0& q = reinterpret_cast<const BlockQ8_0*>(w.row(r))[b];
@@ -121,11 +126,6 @@ struct DequantizedRows {
   }
 };
 
-// How far ahead a tile fetches its weights: the rows two 4-row tiles on, which follow these in
-// memory. A row is only 6-16 cache lines, too short for the hardware prefetcher to ramp up; with
-// the fetch, one-token decode runs ~1.3x faster (docs/performance.md).
-constexpr int kPrefetchRows = 8;
-
 // y[i * ldy + j] = row r + j of w . row i of x, for i < kT, j < kR, over n_blocks blocks: each
 // block of the kR weight rows is converted once and multiplied with all kT activation rows.
 template <int kR, int kT, class Rows>
@@ -136,7 +136,7 @@ void tile(const Rows& rows, int64_t r, int64_t n_blocks, const float* x, int64_t
     Vec wv[kR][kVecs];
 #pragma GCC unroll 8
     for (int j = 0; j < kR; ++j) {
-      rows.prefetch(r + j + kPrefetchRows, b);
+      rows.prefetch(r + j, b);
       rows.block(r + j, b, wv[j]);
     }
 #pragma GCC unroll 32
