@@ -7,6 +7,7 @@
 #include <type_traits>
 
 #include "kernels/cpu/dequantize.h"
+#include "kernels/cpu/packed_gemm_q8_wide.h"
 #include "kernels/cpu/packed_gemm_small_threads.h"
 #include "kernels/cpu/quant_blocks.h"
 #include "kernels/cpu/simd.h"
@@ -265,6 +266,7 @@ bool packed_gemm_q8_supports(TensorType type) {
 void packed_gemm_q8(const Weight& w, const Q8Activations& a, float* y) {
 #if defined(KVSHRINK_Q8_VNNI)
   check(w, a);
+  if (a.m >= kQ8WideMinRows && packed_gemm_q8_wide_available()) return packed_gemm_q8_wide(w, a, y);
   if (w.dtype() == TensorType::Q4_1) return threaded<Q4_1Group>(w, a, y);
   return threaded<Q8_0Group>(w, a, y);
 #else

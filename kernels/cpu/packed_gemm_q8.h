@@ -11,8 +11,9 @@
 // bytes are gathered with one byte permute (Q4_1 nibbles shifted into 64 unsigned bytes; Q8_0
 // bytes offset by 128 to be unsigned, the 128 * sum_j q_a,j it adds taken out by starting each
 // accumulator at minus that), multiplied by one vpdpbusd, then scaled per block in f32. Each
-// tile reuses every activation register for 4 weight rows. Elsewhere packed_gemm_q8 is the
-// portable loop.
+// tile reuses every activation register for 4 weight rows. From kQ8WideMinRows activation rows
+// on it takes packed_gemm_q8_wide.h instead (activation rows in the lanes). Elsewhere
+// packed_gemm_q8 is the portable loop.
 #pragma once
 
 #include "kernels/cpu/q8_activations.h"

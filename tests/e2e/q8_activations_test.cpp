@@ -1,11 +1,12 @@
 // The real model with q8 matmul activations (MatmulActivations::kQ8: llama.cpp's numerics, opt-in)
 // beside the default f32 activations, on the prompts of the llama.cpp golden file: greedy tokens
 // and teacher-forced top-1 agree with f32 at the rates asserted below, the logits stay as close to
-// llama.cpp's as the f32 ones must, and a sequence's logits do not depend on the sequences that
-// share its step.
+// llama.cpp's as the f32 ones must, and a sequence keeps its logits (to the rounding of the kernel
+// its step's row count takes) beside the sequences that share its step.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <functional>
 #include <numeric>
@@ -134,9 +135,14 @@ TEST(Q8Activations, TeacherForcedTop1AgreesWithF32AndLogitsStayNearLlamaCpp) {
   EXPECT_LE(error_q8 / n_errors, kMeanLogitTolerance);
 }
 
-// One step with a decode row and a prefill chunk of another sequence gives each the logits it
-// gets alone (q8 quantizes every row the same way whatever the row count).
-TEST(Q8Activations, ASequenceIsTheSameInABatchAsAlone) {
+// One step with a decode row and a prefill chunk of another sequence. The 71-row step and the
+// 70-row chunk alone both take the wide integer kernel (packed_gemm_q8_wide.h): the chunk's logits
+// are the same. The decode row alone takes the 4 x 1 tiles, whose f32 sums of the same exact block
+// products round differently, and 8-bit requantization of each next matmul's input turns a few of
+// those ulps into whole quantization steps, which grow through the layers: the row keeps its
+// greedy token, and its logits move about as far as q8's own distance to llama.cpp's (measured:
+// mean 0.23, max 0.66), not within 1e-4 as with f32 activations. llama.cpp's batches do the same.
+TEST(Q8Activations, ASequenceInABatchKeepsItsLogits) {
   auto& model = *q8_model().model;
   std::vector<TokenId> first(12), second(70);
   std::iota(first.begin(), first.end(), 500);
@@ -157,8 +163,15 @@ TEST(Q8Activations, ASequenceIsTheSameInABatchAsAlone) {
   const auto logits = model.forward_step(batch);
   const auto vocab = static_cast<std::ptrdiff_t>(model.config().vocab_size);
   ASSERT_EQ(logits.size(), static_cast<size_t>(2 * vocab));
-  EXPECT_LE(testing::max_abs_difference({logits.begin(), logits.begin() + vocab}, decode_alone), 1e-4f);
+  const std::vector<float> decode_batched(logits.begin(), logits.begin() + vocab);
   EXPECT_LE(testing::max_abs_difference({logits.begin() + vocab, logits.end()}, prefill_alone), 1e-4f);
+  EXPECT_EQ(engine::argmax(decode_batched), engine::argmax(decode_alone));
+  double mean = 0.0;
+  for (std::ptrdiff_t v = 0; v < vocab; ++v) mean += std::abs(decode_batched[v] - decode_alone[v]);
+  mean /= static_cast<double>(vocab);
+  std::printf("decode row, batched vs alone: mean |logit difference| %.4f, max %.4f\n", mean,
+              testing::max_abs_difference(decode_batched, decode_alone));
+  EXPECT_LE(mean, 2 * kMeanLogitTolerance);
 }
 
 }  // namespace

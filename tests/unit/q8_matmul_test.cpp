@@ -1,10 +1,12 @@
 // The integer-dot matmul of q8 activations (kernels/cpu/packed_gemm_q8.h, q8_activations.h):
 // the VNNI kernel and the portable loop equal the same quantized math in double to f32 rounding,
 // stay within the activations' rounding bound of the f32 product, and CpuBackend with q8
-// activations gives every row the result it gets alone, whatever the row count.
+// activations gives every row the result it gets alone (to f32 rounding from kQ8WideMinRows
+// rows on), whatever the row count.
 #include <cblas.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -12,6 +14,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/packed_gemm_q8.h"
+#include "kernels/cpu/packed_gemm_q8_wide.h"
 #include "kernels/cpu/quant_blocks.h"
 #include "kernels/cpu/quantize.h"
 #include "support/random_values.h"
@@ -152,7 +155,12 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Q8MatmulTest,
                                            Shape{TensorType::Q4_1, 576, 7}, Shape{TensorType::Q4_1, 544, 1},
                                            Shape{TensorType::Q4_1, 544, 5}, Shape{TensorType::Q8_0, 576, 1},
                                            Shape{TensorType::Q8_0, 576, 4}, Shape{TensorType::Q8_0, 544, 1},
-                                           Shape{TensorType::Q8_0, 544, 3}),
+                                           Shape{TensorType::Q8_0, 544, 3},
+                                           // from kQ8WideMinRows rows on: the wide kernel, one
+                                           // register of rows, a partial one, and two
+                                           Shape{TensorType::Q4_1, 576, 16}, Shape{TensorType::Q4_1, 544, 13},
+                                           Shape{TensorType::Q4_1, 576, 33}, Shape{TensorType::Q8_0, 576, 12},
+                                           Shape{TensorType::Q8_0, 544, 40}),
                          [](const auto& info) {
                            return std::string(tensor_type_info(info.param.type).name) + "_cols" +
                                   std::to_string(info.param.cols) + "_m" + std::to_string(info.param.m);
@@ -180,7 +188,9 @@ TEST(Q8Activations, BlocksRoundToTheirScale) {
 
 // A row's result does not depend on the rows it is multiplied with (decode rows sharing a step
 // with a prefill chunk), on 1 and 2 compute threads, for the integer kernels and for another
-// packing (Q4_0: the f32 kernels on the quantized values).
+// packing (Q4_0: the f32 kernels on the quantized values). Below kQ8WideMinRows rows it is the
+// same bits as alone; from there on the wide kernel sums the same exact block products in
+// another f32 order (equal bits among its own calls, f32 rounding from the tiles').
 TEST(Q8Backend, EveryRowEqualsItselfAlone) {
   const int threads = openblas_get_num_threads();
   CpuBackend backend(MatmulActivations::kQ8);
@@ -193,15 +203,23 @@ TEST(Q8Backend, EveryRowEqualsItselfAlone) {
         const auto x = testing::normal_values(static_cast<size_t>(m * 576), 27);
         std::vector<float> together(static_cast<size_t>(m * kRows)), alone(kRows);
         backend.matmul(w, x.data(), together.data(), m);
+        const bool integer_kernel = type != TensorType::Q4_0;
+        const bool wide = integer_kernel && m >= kQ8WideMinRows && packed_gemm_q8_wide_available();
         for (int64_t i = 0; i < m; i += 1 + m / 8) {
           backend.matmul(w, x.data() + i * 576, alone.data(), 1);
-          const bool integer_kernel = type != TensorType::Q4_0;
+          if (wide) {  // the row among the fewest rows the wide kernel takes: the same bits
+            std::vector<float> rows(static_cast<size_t>(kQ8WideMinRows * 576));
+            std::copy_n(x.begin() + i * 576, 576, rows.begin());
+            std::vector<float> y(static_cast<size_t>(kQ8WideMinRows * kRows));
+            backend.matmul(w, rows.data(), y.data(), kQ8WideMinRows);
+            for (int64_t r = 0; r < kRows; ++r) ASSERT_EQ(together[i * kRows + r], y[r]) << "m=" << m;
+          }
           for (int64_t r = 0; r < kRows; ++r) {
-            if (integer_kernel || m <= 64) {  // Q4_0 past 64 rows: SGEMM, as with f32 activations
+            if ((integer_kernel && !wide) || (!integer_kernel && m <= 64)) {  // Q4_0 past 64: SGEMM
               ASSERT_EQ(together[i * kRows + r], alone[r])
                   << tensor_type_info(type).name << " m=" << m << " row " << i << " out " << r;
             } else {
-              ASSERT_NEAR(together[i * kRows + r], alone[r], 1e-4);
+              ASSERT_NEAR(together[i * kRows + r], alone[r], 1e-4 * (1 + std::abs(alone[r])));
             }
           }
         }
