@@ -8,7 +8,10 @@
 # (kvshrink calibrate, kvshrink profile-heads) and llama-batched-bench from
 # scripts/build_llama_cpp_peers.sh (LLAMA_CPP_DIR, default scratch/llama.cpp; skipped if missing).
 #
-# env: MODEL, INPUT_LEN=1024, OUTPUT_LEN=128, NUM_PROMPTS=32, CAP_SEQS=4, THREADS=2, PRESSES, BUDGET
+# env: MODEL, INPUT_LEN=1024, OUTPUT_LEN=128, NUM_PROMPTS=32, THREADS=2, PRESSES, BUDGET,
+#   CAP_SEQS=4 and CAP_LEN=INPUT_LEN: the cap holds CAP_SEQS full-KV sequences of CAP_LEN positions
+#   (issue 10: of the input length, so full KV preempts as its outputs grow),
+#   COMPRESS_EVERY (re-compact every N decode steps; unset: each method's default), ACTIVATIONS=f32|q8
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL="${MODEL:-models/smollm2-135m-instruct.gguf}"
@@ -18,6 +21,11 @@ INPUT_LEN="${INPUT_LEN:-1024}"
 OUTPUT_LEN="${OUTPUT_LEN:-128}"
 NUM_PROMPTS="${NUM_PROMPTS:-32}"
 CAP_SEQS="${CAP_SEQS:-4}"
+CAP_LEN="${CAP_LEN:-$INPUT_LEN}"
+COMPRESS_EVERY="${COMPRESS_EVERY:-}"
+compress_every=()
+[ -n "$COMPRESS_EVERY" ] && compress_every=(--compress-every "$COMPRESS_EVERY")
+ACTIVATIONS="${ACTIVATIONS:-f32}"
 THREADS="${THREADS:-2}"
 PRESSES="${PRESSES:-snapkv,adakv,mixeddimkv-h}"
 BUDGET="${BUDGET:-0.06}"
@@ -25,15 +33,15 @@ BUDGET="${BUDGET:-0.06}"
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 # KV blocks of one full-KV sequence: n_layers x n_kv_heads heads, 16 tokens a block, 8320 bytes a
 # block at head_dim 64 (SmolLM2: 30 layers x 3 kv heads).
-blocks_per_head=$(( (INPUT_LEN + OUTPUT_LEN + 15) / 16 ))
+blocks_per_head=$(( (CAP_LEN + 15) / 16 ))
 cap_bytes=$(( CAP_SEQS * 30 * 3 * blocks_per_head * 8320 ))
 echo "# bench-throughput, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cpus,$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
 echo
-echo "## $NUM_PROMPTS requests of $INPUT_LEN + $OUTPUT_LEN tokens, KV cap $cap_bytes bytes = $CAP_SEQS full-KV sequences, 1 process x $THREADS threads (load $(load))"
+echo "## $NUM_PROMPTS requests of $INPUT_LEN + $OUTPUT_LEN tokens, KV cap $cap_bytes bytes = $CAP_SEQS full-KV sequences of $CAP_LEN positions, $ACTIVATIONS activations, compress every ${COMPRESS_EVERY:-default}, 1 process x $THREADS threads (load $(load))"
 echo
 OPENBLAS_NUM_THREADS="$THREADS" "$KVSHRINK" bench-throughput -m "$MODEL" --input-len "$INPUT_LEN" \
   --output-len "$OUTPUT_LEN" --num-prompts "$NUM_PROMPTS" --kv-memory "$cap_bytes" \
-  --press "$PRESSES" --budget "$BUDGET" -o md
+  --press "$PRESSES" --budget "$BUDGET" "${compress_every[@]}" --matmul-activations "$ACTIVATIONS" -o md
 echo
 echo "## aggregate decode at full KV, $INPUT_LEN + $OUTPUT_LEN tokens, N sequences at once (load $(load))"
 echo

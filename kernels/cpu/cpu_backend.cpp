@@ -19,22 +19,42 @@
 namespace kvshrink::kernels::cpu {
 namespace {
 
-// run(call) for every call of the batch, each in its thread's scratch: those that make no OpenBLAS
-// call (threaded(call)) as tasks on the compute threads, the others here one after another, where
-// OpenBLAS threads their SGEMMs (OpenBLAS entered from several threads at once would oversubscribe
-// the cores).
-template <class Call, class Threaded, class Run>
-void run_batch(std::span<const Call> batch, Threaded threaded, Run run) {
-  std::vector<const Call*> tasks;
+// run(call) for every call of the batch as tasks on the compute threads, each in its thread's
+// scratch; when a call multiplies with OpenBLAS (uses_blas(call)), OpenBLAS is single-threaded
+// meanwhile, so the calls run side by side instead of one after another on threaded SGEMMs.
+template <class Call, class UsesBlas, class Run>
+void run_batch(std::span<const Call> batch, UsesBlas uses_blas, Run run) {
+  auto task = [&](int64_t t) { run(batch[t], thread_attention_scratch()); };
+  const auto n = static_cast<int64_t>(batch.size());
+  if (std::any_of(batch.begin(), batch.end(), uses_blas)) {
+    run_blas_tasks_on_compute_threads(n, task);
+  } else {
+    run_on_compute_threads(n, task);
+  }
+}
+
+// The batch with each prefill call cut into calls of kPrefillQueryBlock query rows, which the
+// kernel would run one after another anyway (a block reads only the tokens it can see): so one
+// long prefill chunk spreads over the compute threads. Calls that accumulate mass stay whole, since
+// their blocks would add to the same mass.
+std::vector<HeadAttention> split_query_blocks(std::span<const HeadAttention> batch) {
+  std::vector<HeadAttention> calls;
   for (const auto& call : batch) {
-    if (threaded(call)) {
-      tasks.push_back(&call);
-    } else {
-      run(call, thread_attention_scratch());
+    if (call.track_mass) {
+      calls.push_back(call);
+      continue;
+    }
+    for (int64_t begin = 0; begin < call.m; begin += kPrefillQueryBlock) {
+      HeadAttention part = call;
+      part.q += begin * call.q_stride;
+      if (part.out) part.out += begin * call.out_stride;
+      part.q_positions += begin;
+      part.m = std::min(kPrefillQueryBlock, call.m - begin);
+      if (part.lse) part.lse += begin * call.group;
+      calls.push_back(part);
     }
   }
-  run_on_compute_threads(static_cast<int64_t>(tasks.size()),
-                         [&](int64_t t) { run(*tasks[t], thread_attention_scratch()); });
+  return calls;
 }
 
 }  // namespace
@@ -105,8 +125,16 @@ void CpuBackend::rope(float* x, int64_t m, int64_t n_heads, int64_t head_dim, co
 }
 
 void CpuBackend::silu_mul(float* gate, const float* up, int64_t count) {
-#pragma omp simd
-  for (int64_t i = 0; i < count; ++i) {
+  int64_t i = 0;
+#if defined(KVSHRINK_SIMD_AVX512)  // (GCC leaves the plain loop below scalar)
+  for (; i + 16 <= count; i += 16) {
+    const __m512 g = _mm512_loadu_ps(gate + i);
+    const __m512 sigmoid_denominator =
+        _mm512_add_ps(_mm512_set1_ps(1.0f), fast_exp(_mm512_sub_ps(_mm512_setzero_ps(), g)));
+    _mm512_storeu_ps(gate + i, _mm512_mul_ps(_mm512_div_ps(g, sigmoid_denominator), _mm512_loadu_ps(up + i)));
+  }
+#endif
+  for (; i < count; ++i) {
     const float g = gate[i];
     gate[i] = g / (1.0f + fast_exp(-g)) * up[i];
   }
@@ -118,13 +146,14 @@ void CpuBackend::add(float* y, const float* x, int64_t count) {
 }
 
 void CpuBackend::attention(std::span<const HeadAttention> batch) {
+  const std::vector<HeadAttention> calls = split_query_blocks(batch);
   run_batch(
-      batch, [](const HeadAttention& a) { return a.m == 1; }, head_attention);
+      std::span<const HeadAttention>(calls), [](const HeadAttention& a) { return a.m > 1; }, head_attention);
 }
 
 void CpuBackend::low_rank_attention(std::span<const LowRankAttention> batch) {
   run_batch(
-      batch, [](const LowRankAttention& a) { return a.m == 1 && !a.pre_rope_keys; }, low_rank_head_attention);
+      batch, [](const LowRankAttention& a) { return a.m > 1 || a.pre_rope_keys; }, low_rank_head_attention);
 }
 
 void CpuBackend::window_attention_mean(const float* q, int64_t q_stride, const int32_t* q_positions,

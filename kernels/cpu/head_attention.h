@@ -26,6 +26,9 @@ struct AttentionScratch {
 // The calling thread's scratch.
 AttentionScratch& thread_attention_scratch();
 
+// Prefill queries go through the kernel in blocks of this many tokens.
+inline constexpr int64_t kPrefillQueryBlock = 128;
+
 // paged_attention.cpp. One query token reads the blocks in place (no OpenBLAS); more gather them
 // and multiply with OpenBLAS SGEMM.
 void head_attention(const HeadAttention& args, AttentionScratch& scratch);

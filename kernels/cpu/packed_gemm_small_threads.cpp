@@ -109,22 +109,35 @@ class ComputeThreads {
   uint64_t jobs_ = 0;  // caller only
 };
 
-}  // namespace
-
-void run_on_compute_threads(int64_t n_tasks, void (*task)(void* ctx, int64_t t), void* ctx) {
+// The caller and openblas_get_num_threads() - 1 workers run the tasks; the pool is rebuilt when
+// that count changes. blas_serial: OpenBLAS has one thread while the tasks run.
+void run_tasks(int64_t n_tasks, void (*task)(void* ctx, int64_t t), void* ctx, bool blas_serial) {
   static std::mutex mutex;
-  static std::unique_ptr<ComputeThreads> threads;
-  const int workers = openblas_get_num_threads() - 1;
+  static std::unique_ptr<ComputeThreads> pool;
+  const int threads = openblas_get_num_threads();
+  const int workers = threads - 1;
   std::unique_lock lock(mutex, std::try_to_lock);
   if (!lock.owns_lock() || workers <= 0 || n_tasks <= 1 || n_tasks > ComputeThreads::kMaxTasks) {
     for (int64_t t = 0; t < n_tasks; ++t) task(ctx, t);
     return;
   }
-  if (!threads || threads->workers() != workers) {
-    threads.reset();
-    threads = std::make_unique<ComputeThreads>(workers);
+  if (!pool || pool->workers() != workers) {
+    pool.reset();
+    pool = std::make_unique<ComputeThreads>(workers);
   }
-  threads->run(n_tasks, task, ctx);
+  if (blas_serial) openblas_set_num_threads(1);
+  pool->run(n_tasks, task, ctx);
+  if (blas_serial) openblas_set_num_threads(threads);
+}
+
+}  // namespace
+
+void run_on_compute_threads(int64_t n_tasks, void (*task)(void* ctx, int64_t t), void* ctx) {
+  run_tasks(n_tasks, task, ctx, /*blas_serial=*/false);
+}
+
+void run_blas_tasks_on_compute_threads(int64_t n_tasks, void (*task)(void* ctx, int64_t t), void* ctx) {
+  run_tasks(n_tasks, task, ctx, /*blas_serial=*/true);
 }
 
 }  // namespace kvshrink::kernels::cpu

@@ -15,10 +15,23 @@ namespace kvshrink::kernels::cpu {
 // when all are done. One caller at a time; a second concurrent caller runs its tasks itself.
 void run_on_compute_threads(int64_t n_tasks, void (*task)(void* ctx, int64_t t), void* ctx);
 
+// The same for tasks that call OpenBLAS: OpenBLAS is single-threaded while they run (each task
+// multiplies on its own thread) and gets its thread count back after. Two threads entering a
+// multi-threaded OpenBLAS at once would oversubscribe the cores; one thread entering it for many
+// small SGEMMs leaves the other cores spinning in OpenBLAS's sched_yield between them.
+void run_blas_tasks_on_compute_threads(int64_t n_tasks, void (*task)(void* ctx, int64_t t), void* ctx);
+
 template <class Task>  // Task: void(int64_t t)
 void run_on_compute_threads(int64_t n_tasks, Task&& task) {
   using T = std::remove_reference_t<Task>;
   run_on_compute_threads(
+      n_tasks, [](void* ctx, int64_t t) { (*static_cast<T*>(ctx))(t); }, &task);
+}
+
+template <class Task>  // Task: void(int64_t t)
+void run_blas_tasks_on_compute_threads(int64_t n_tasks, Task&& task) {
+  using T = std::remove_reference_t<Task>;
+  run_blas_tasks_on_compute_threads(
       n_tasks, [](void* ctx, int64_t t) { (*static_cast<T*>(ctx))(t); }, &task);
 }
 

@@ -171,7 +171,7 @@ void gather_blocks(const HeadAttention& a, AttentionScratch& s) {
 // against the cached tokens it can see (positions ascending), so causal prefill does about half
 // the dense work.
 void prefill_attention(const HeadAttention& a, AttentionScratch& s) {
-  constexpr int64_t kQueryBlock = 128;
+  constexpr int64_t kQueryBlock = kPrefillQueryBlock;
   const int d = static_cast<int>(a.head_dim);
   const float* keys = s.keys.data();
   const float* values = s.values.data();

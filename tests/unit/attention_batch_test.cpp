@@ -1,6 +1,7 @@
 // Backend::attention and Backend::low_rank_attention over a batch of calls: the CPU backend runs
-// the one-token calls on its compute threads, each in its thread's scratch, and the rest in turn;
-// every call must give exactly what it gives alone. And the decode kernel against a float64
+// every call on its compute threads, each in its thread's scratch (prefill calls cut into blocks of
+// kPrefillQueryBlock queries, OpenBLAS single-threaded meanwhile); every call must give exactly
+// what the kernel gives for it alone. And the decode kernel against a float64
 // reference, at head sizes in and out of the SIMD width.
 #include <cblas.h>
 #include <gtest/gtest.h>
@@ -13,6 +14,7 @@
 
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/head_attention.h"
 #include "support/random_values.h"
 
 namespace kvshrink {
@@ -65,13 +67,16 @@ kernels::HeadAttention call_of(Head& h, bool track_mass) {
   return a;
 }
 
-// Decode heads of many lengths (some tracking mass) and two prefill heads, in one batch.
+// Decode heads of many lengths (some tracking mass, i % 3 == 0 below) and prefill heads, two of
+// them longer than one query block (300 queries: split in 3; 260 tracking mass: kept whole).
 std::vector<Head> make_heads() {
   std::vector<Head> heads;
   const int64_t lengths[] = {1, 17, 300, 64, 129, 5, 1000, 33, 250, 16, 80, 2};
   for (int i = 0; i < 12; ++i) heads.push_back(make_head(lengths[i], 1, 100 + 7 * i));
   heads.push_back(make_head(200, 40, 7));
   heads.push_back(make_head(90, 3, 8));
+  heads.push_back(make_head(400, 300, 9));
+  heads.push_back(make_head(260, 260, 10));
   return heads;
 }
 
@@ -89,10 +94,13 @@ class AttentionBatchTest : public ::testing::Test {
 TEST_F(AttentionBatchTest, EveryCallEqualsItselfAlone) {
   auto alone = make_heads(), batched = make_heads();
   std::vector<kernels::HeadAttention> calls;
+  static_assert(kernels::cpu::kPrefillQueryBlock < 300);
   for (size_t i = 0; i < alone.size(); ++i) {
-    backend_.attention(call_of(alone[i], i % 3 == 0));
+    kernels::cpu::head_attention(call_of(alone[i], i % 3 == 0), kernels::cpu::thread_attention_scratch());
     calls.push_back(call_of(batched[i], i % 3 == 0));
   }
+  ASSERT_FALSE(calls[14].track_mass);
+  ASSERT_TRUE(calls[15].track_mass);
   backend_.attention(calls);
   for (size_t i = 0; i < alone.size(); ++i) {
     EXPECT_EQ(batched[i].out, alone[i].out) << "call " << i;
