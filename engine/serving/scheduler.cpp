@@ -146,6 +146,24 @@ int64_t Scheduler::fork_blocks(const Entry& parent, size_t f, int r) const {
   return (copies ? 2 : 1) * prompt + geometry_.blocks_for(r, 0, rest + 1);
 }
 
+// Room for a sequence that re-compacts every N decode steps (compress_every) on rank r, beside
+// what it holds and what this step reserves for it (`has`): at most its compacted segment (the
+// budget at its next compaction) and a full tail of N tokens, and at its compaction the headroom
+// of that (one compaction at a time is counted: the sequences compact in different steps). That
+// bounds its growth, so admission keeps room for it: a prefill admitted into that room would be
+// preempted as soon as the others grow, and its prefill recomputed. Sequences that never
+// re-compact grow without such a bound and get no room kept: as in vLLM, the newest is preempted
+// when they run out.
+void Scheduler::keep_growth_room(const Entry& entry, int r, int64_t has, GrowthRoom& room) const {
+  const int64_t every = entry.request.compression.compress_every;
+  if (!entry.compresses() || every <= 0 || entry.paused()) return;
+  const int64_t at_compaction = entry.positions() + every - entry.decode_steps % every;
+  const int64_t budget = entry.request.compression.budget_tokens_for(at_compaction);
+  const int64_t cycle = geometry_.blocks_for(r, 0, budget) + geometry_.blocks_for(r, 0, every);
+  room.growth += std::max<int64_t>(0, cycle - has);
+  room.compaction = std::max(room.compaction, headroom(geometry_, r, false, every, 0, false));
+}
+
 void Scheduler::preempt(Entry& entry, std::vector<int64_t>& avail, const StepReport& report,
                         StepMessage& step) {
   give_back(avail, report, entry.id);
@@ -193,9 +211,14 @@ bool Scheduler::admit(Entry& entry, std::vector<int64_t>& avail, StepMessage& st
   // One request with forks at a time: its forks are made before the next one's prefill holds the pool.
   const auto forking = [&](int64_t id) { return entries_.at(id)->forks_pending(); };
   if (entry.forks_pending() && std::any_of(running_.begin(), running_.end(), forking)) return false;
+  std::vector<GrowthRoom> room = growth_room_;
   for (int r = 0; r < geometry_.tp(); ++r) {
-    if (need[r] > avail[r]) return false;
+    keep_growth_room(entry, r, need[r], room[r]);
+    // (alone, it runs even where the room does not fit: preemption is then its only risk)
+    const int64_t kept = running_.empty() ? 0 : room[r].blocks();
+    if (need[r] + kept > avail[r]) return false;
   }
+  growth_room_ = std::move(room);
   for (int r = 0; r < geometry_.tp(); ++r) avail[r] -= need[r];
   waiting_.pop_front();
   running_.push_back(entry.id);
@@ -305,6 +328,7 @@ StepMessage Scheduler::next_step(const StepReport& report, double now) {
 void Scheduler::reserve_running(std::vector<int64_t>& avail, const StepReport& report, StepMessage& step) {
   for (;;) {
     std::vector<int64_t> need(static_cast<size_t>(geometry_.tp()), 0);
+    std::vector<GrowthRoom> room(static_cast<size_t>(geometry_.tp()));
     for (const int64_t id : running_) {
       auto& e = *entries_.at(id);
       if (const auto it = report.tail_tokens.find(id); it != report.tail_tokens.end()) e.tail = it->second;
@@ -318,12 +342,14 @@ void Scheduler::reserve_running(std::vector<int64_t>& avail, const StepReport& r
         need[r] += blocks + (compressing ? headroom(geometry_, r, !e.compressed, e.tail + rows,
                                                     now_held + blocks, e.copies())
                                          : 0);
+        keep_growth_room(e, r, now_held + blocks, room[r]);
       }
     }
     bool fits = true;
     for (int r = 0; r < geometry_.tp(); ++r) fits = fits && need[r] <= avail[r];
     if (fits || running_.empty()) {
       for (int r = 0; r < geometry_.tp(); ++r) avail[r] -= need[r];
+      growth_room_ = std::move(room);
       return;
     }
     preempt(*entries_.at(running_.back()), avail, report, step);

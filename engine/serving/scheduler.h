@@ -1,9 +1,10 @@
 // The scheduler (rank 0 only; DESIGN.md §8): waiting -> running -> finished. Each step it takes
 // one decode token from every running sequence and prefill chunks up to a token budget, admits a
 // waiting sequence only when every rank's pool can hold its full-KV prefill beside what the
-// running ones hold (compressed, once their press ran), and preempts the newest when decode runs
-// out of room (its blocks are freed and it is recomputed later). It never fails the job for
-// memory: a request larger than the whole pool fails alone.
+// running ones hold (compressed, once their press ran) and what those that re-compact during
+// decode add before their next compaction, and preempts the newest when decode runs out of room (its blocks
+// are freed and it is recomputed later). It never fails the job for memory: a request larger than the whole
+// pool fails alone.
 //
 // Forks (Request::forks): the request prefills its prompt once at full KV and pauses there; each
 // fork becomes a sequence of its own (a compressed copy of that prefill, made on the ranks at the
@@ -77,6 +78,14 @@ class Scheduler {
   void make_forks(std::vector<int64_t>& avail, StepMessage& step, double now);
   int64_t fork_blocks(const Entry& parent, size_t fork, int rank) const;
   void retire(int64_t id);
+  // Blocks admission keeps free on a rank for the sequences that re-compact during decode.
+  struct GrowthRoom {
+    int64_t growth = 0;      // what they add until their next compaction
+    int64_t compaction = 0;  // the largest headroom one compaction takes
+    int64_t blocks() const { return growth + compaction; }
+  };
+  void keep_growth_room(const Entry& entry, int rank, int64_t has, GrowthRoom& room) const;
+  std::vector<GrowthRoom> growth_room_;  // [tp], from reserve_running, grown by each admission
   void finish_cancelled(double now);
 
   SchedulerLimits limits_;

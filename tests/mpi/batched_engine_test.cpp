@@ -282,6 +282,51 @@ TEST_F(BatchedEngineTest, TinyPoolPreemptsAndRecomputes) {
   EXPECT_LE(small.last_run().pool_peak_bytes, kv_memory);
 }
 
+// Sequences that re-compact every 32 decode steps grow by at most 2 blocks per head between
+// compactions, and take 3 more while compacting; admission keeps room for that, so no admitted
+// prefill is preempted (and recomputed) later. Without the room: 3 preemptions here, and the
+// recomputed sequences' tokens differ (they re-compact at other points).
+TEST_F(BatchedEngineTest, AdmissionKeepsRoomForGrowthUntilTheNextCompaction) {
+  const auto& config = engine_->model().config();
+  const int64_t heads_rank0 = testing::mpi_communicator().world().size == 1
+                                  ? config.n_head_kv
+                                  : 2 - (testing::mpi_communicator().world().size == 3);
+  // 12 blocks per head on the busiest rank: 4 prefills at once (3 each), or 2 sequences at their
+  // peak (1 compacted + 2 of tail + 3 while compacting) beside one more prefill
+  const uint64_t kv_memory = static_cast<uint64_t>(config.n_layers * heads_rank0 * 12) *
+                             kvstore::HeadSegment::block_bytes(config.head_dim);
+  engine::Engine small(options(kv_memory), control(), *data_);
+  engine::CompressionSpec snapkv;
+  snapkv.method = "snapkv";
+  snapkv.budget_tokens = 8;  // one block per head once compacted
+  snapkv.params.window = 4;
+  snapkv.params.pool_kernel = 3;
+  snapkv.compress_every = 32;
+  std::vector<engine::Request> requests;
+  for (int64_t i = 0; i < 6; ++i) {
+    auto r = request(0, snapkv);
+    r.prompt = prompt_of(40, i);  // 3 blocks per head at full length
+    r.max_tokens = 40;
+    requests.push_back(r);
+  }
+  std::vector<std::vector<TokenId>> expected;
+  for (const auto& r : requests) {
+    auto results = small.run({r});
+    expected.push_back(results.empty() ? std::vector<TokenId>{} : results[0].tokens);
+  }
+  const auto results = small.run(requests);
+  if (!control().world().is_coordinator()) return;
+  int64_t preemptions = 0;
+  for (size_t i = 0; i < results.size(); ++i) {
+    EXPECT_EQ(results[i].error, "") << "request " << i;
+    EXPECT_EQ(results[i].tokens, expected[i]) << "request " << i;
+    preemptions += results[i].preemptions;
+  }
+  EXPECT_EQ(preemptions, 0);
+  EXPECT_GE(small.last_run().peak_running, 2);
+  EXPECT_LE(small.last_run().pool_peak_bytes, kv_memory);
+}
+
 TEST_F(BatchedEngineTest, BadRequestsFailAloneWithTheirOwnError) {
   std::vector<engine::Request> requests;
   requests.push_back(request(0));
