@@ -74,6 +74,32 @@ class BatchedEngineTest : public ::testing::Test {
     }
     return out;
   }
+  // A pool of `blocks` KV blocks per head on the busiest rank (rank 0: 3 kv heads at np 1, 2 at
+  // np 2, 1 at np 3).
+  static uint64_t pool_of(int64_t blocks) {
+    const auto& config = engine_->model().config();
+    const int world = testing::mpi_communicator().world().size;
+    const int64_t heads_rank0 = world == 1 ? config.n_head_kv : 2 - (world == 3);
+    return static_cast<uint64_t>(config.n_layers * heads_rank0 * blocks) *
+           kvstore::HeadSegment::block_bytes(config.head_dim);
+  }
+  // Each request alone in `engine`, then all together: every request gives its solo tokens and no
+  // error. Returns the preemptions of the joint run (on rank 0; 0 elsewhere).
+  static int64_t together_as_alone(engine::Engine& engine, const std::vector<engine::Request>& requests) {
+    std::vector<std::vector<TokenId>> expected;
+    for (const auto& r : requests) {
+      auto results = engine.run({r});
+      expected.push_back(results.empty() ? std::vector<TokenId>{} : results[0].tokens);
+    }
+    const auto results = engine.run(requests);
+    int64_t preemptions = 0;
+    for (size_t i = 0; i < results.size(); ++i) {
+      EXPECT_EQ(results[i].error, "") << "request " << i;
+      EXPECT_EQ(results[i].tokens, expected[i]) << "request " << i;
+      preemptions += results[i].preemptions;
+    }
+    return preemptions;
+  }
   static inline comm::Communicator* data_ = nullptr;
   static inline engine::Engine* engine_ = nullptr;
 };
@@ -195,12 +221,7 @@ std::vector<engine::CompressionSpec> fork_settings() {
 // so small that forks wait for room and sequences are preempted.
 TEST_F(BatchedEngineTest, ForksEqualEachSettingRunAlone) {
   const auto settings = fork_settings();
-  const auto& config = engine_->model().config();
-  const int64_t heads_rank0 = testing::mpi_communicator().world().size == 1
-                                  ? config.n_head_kv
-                                  : 2 - (testing::mpi_communicator().world().size == 3);
-  const uint64_t small_pool = static_cast<uint64_t>(config.n_layers * heads_rank0 * 9) *
-                              kvstore::HeadSegment::block_bytes(config.head_dim);
+  const uint64_t small_pool = pool_of(9);
   engine::Engine small(options(small_pool), control(), *data_);
   std::vector<engine::Request> requests;
   for (int64_t i = 0; i < 4; ++i) {
@@ -250,13 +271,7 @@ TEST_F(BatchedEngineTest, ForksEqualEachSettingRunAlone) {
 // A pool of a few hundred blocks: decode growth forces the newest sequence out; it is
 // recomputed later and still gives the tokens of its solo run.
 TEST_F(BatchedEngineTest, TinyPoolPreemptsAndRecomputes) {
-  const auto& config = engine_->model().config();
-  const int64_t heads_rank0 = testing::mpi_communicator().world().size == 1
-                                  ? config.n_head_kv
-                                  : 2 - (testing::mpi_communicator().world().size == 3);
-  // room for about 3.5 sequences of 48 positions (3 blocks per head) on the busiest rank
-  const uint64_t kv_memory = static_cast<uint64_t>(config.n_layers * heads_rank0 * 3 * 7 / 2) *
-                             kvstore::HeadSegment::block_bytes(config.head_dim);
+  const uint64_t kv_memory = pool_of(3 * 7 / 2);  // about 3.5 sequences of 48 positions (3 blocks per head)
   engine::Engine small(options(kv_memory), control(), *data_);
   std::vector<engine::Request> requests;
   for (int64_t i = 0; i < 6; ++i) {
@@ -265,19 +280,8 @@ TEST_F(BatchedEngineTest, TinyPoolPreemptsAndRecomputes) {
     r.max_tokens = 16;
     requests.push_back(r);
   }
-  std::vector<std::vector<TokenId>> expected;
-  for (const auto& r : requests) {
-    auto results = small.run({r});
-    expected.push_back(results.empty() ? std::vector<TokenId>{} : results[0].tokens);
-  }
-  const auto results = small.run(requests);
+  const int64_t preemptions = together_as_alone(small, requests);
   if (!control().world().is_coordinator()) return;
-  int64_t preemptions = 0;
-  for (size_t i = 0; i < results.size(); ++i) {
-    EXPECT_EQ(results[i].error, "") << "request " << i;
-    EXPECT_EQ(results[i].tokens, expected[i]) << "request " << i;
-    preemptions += results[i].preemptions;
-  }
   EXPECT_GT(preemptions, 0);
   EXPECT_LE(small.last_run().pool_peak_bytes, kv_memory);
 }
@@ -287,14 +291,9 @@ TEST_F(BatchedEngineTest, TinyPoolPreemptsAndRecomputes) {
 // prefill is preempted (and recomputed) later. Without the room: 3 preemptions here, and the
 // recomputed sequences' tokens differ (they re-compact at other points).
 TEST_F(BatchedEngineTest, AdmissionKeepsRoomForGrowthUntilTheNextCompaction) {
-  const auto& config = engine_->model().config();
-  const int64_t heads_rank0 = testing::mpi_communicator().world().size == 1
-                                  ? config.n_head_kv
-                                  : 2 - (testing::mpi_communicator().world().size == 3);
-  // 12 blocks per head on the busiest rank: 4 prefills at once (3 each), or 2 sequences at their
-  // peak (1 compacted + 2 of tail + 3 while compacting) beside one more prefill
-  const uint64_t kv_memory = static_cast<uint64_t>(config.n_layers * heads_rank0 * 12) *
-                             kvstore::HeadSegment::block_bytes(config.head_dim);
+  // 12 blocks per head: 4 prefills at once (3 each), or 2 sequences at their peak (1 compacted +
+  // 2 of tail + 3 while compacting) beside one more prefill
+  const uint64_t kv_memory = pool_of(12);
   engine::Engine small(options(kv_memory), control(), *data_);
   engine::CompressionSpec snapkv;
   snapkv.method = "snapkv";
@@ -309,19 +308,8 @@ TEST_F(BatchedEngineTest, AdmissionKeepsRoomForGrowthUntilTheNextCompaction) {
     r.max_tokens = 40;
     requests.push_back(r);
   }
-  std::vector<std::vector<TokenId>> expected;
-  for (const auto& r : requests) {
-    auto results = small.run({r});
-    expected.push_back(results.empty() ? std::vector<TokenId>{} : results[0].tokens);
-  }
-  const auto results = small.run(requests);
+  const int64_t preemptions = together_as_alone(small, requests);
   if (!control().world().is_coordinator()) return;
-  int64_t preemptions = 0;
-  for (size_t i = 0; i < results.size(); ++i) {
-    EXPECT_EQ(results[i].error, "") << "request " << i;
-    EXPECT_EQ(results[i].tokens, expected[i]) << "request " << i;
-    preemptions += results[i].preemptions;
-  }
   EXPECT_EQ(preemptions, 0);
   EXPECT_GE(small.last_run().peak_running, 2);
   EXPECT_LE(small.last_run().pool_peak_bytes, kv_memory);
