@@ -2,9 +2,9 @@
 // one decode token from every running sequence and prefill chunks up to a token budget, admits a
 // waiting sequence only when every rank's pool can hold its full-KV prefill beside what the
 // running ones hold (compressed, once their press ran) and what those that re-compact during
-// decode add before their next compaction, and preempts the newest when decode runs out of room (its blocks
-// are freed and it is recomputed later). It never fails the job for memory: a request larger than the whole
-// pool fails alone.
+// decode add before their next compaction, and preempts the newest when decode runs out of room
+// (its blocks are freed and it is recomputed later). It never fails the job for memory: a request
+// larger than the whole pool fails alone.
 //
 // Forks (Request::forks): the request prefills its prompt once at full KV and pauses there; each
 // fork becomes a sequence of its own (a compressed copy of that prefill, made on the ranks at the

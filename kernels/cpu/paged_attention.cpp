@@ -167,18 +167,17 @@ void gather_blocks(const HeadAttention& a, AttentionScratch& s) {
   if (a.track_mass) s.mass.assign(static_cast<size_t>(n), 0.0f);
 }
 
-// Over the gathered tokens. Queries go in blocks of kQueryBlock tokens; a block only multiplies
+// Over the gathered tokens. Queries go in blocks of kPrefillQueryBlock tokens; a block only multiplies
 // against the cached tokens it can see (positions ascending), so causal prefill does about half
 // the dense work.
 void prefill_attention(const HeadAttention& a, AttentionScratch& s) {
-  constexpr int64_t kQueryBlock = kPrefillQueryBlock;
   const int d = static_cast<int>(a.head_dim);
   const float* keys = s.keys.data();
   const float* values = s.values.data();
   const int32_t* kv_positions = s.positions.data();
   const int32_t* kv_end = kv_positions + s.positions.size();
-  for (int64_t block_begin = 0; block_begin < a.m; block_begin += kQueryBlock) {
-    const int64_t rows = std::min(kQueryBlock, a.m - block_begin);
+  for (int64_t block_begin = 0; block_begin < a.m; block_begin += kPrefillQueryBlock) {
+    const int64_t rows = std::min(kPrefillQueryBlock, a.m - block_begin);
     const int32_t* q_pos = a.q_positions + block_begin;
     const int32_t last_pos = *std::max_element(q_pos, q_pos + rows);
     const int64_t n_visible = std::upper_bound(kv_positions, kv_end, last_pos) - kv_positions;

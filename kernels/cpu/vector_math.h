@@ -1,4 +1,5 @@
-// Element-wise math over float arrays, written as plain loops that GCC vectorises (-O3 -march=native).
+// Element-wise math over float arrays: plain loops that GCC vectorises (-O3 -march=native), and
+// AVX-512 intrinsics where it does not (exp_shifted_sum).
 #pragma once
 
 #include <cstdint>

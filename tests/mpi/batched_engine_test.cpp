@@ -74,13 +74,13 @@ class BatchedEngineTest : public ::testing::Test {
     }
     return out;
   }
-  // A pool of `blocks` KV blocks per head on the busiest rank (rank 0: 3 kv heads at np 1, 2 at
-  // np 2, 1 at np 3).
-  static uint64_t pool_of(int64_t blocks) {
+  // A pool of `blocks` KV blocks per head (rounded down over all heads) on the busiest rank
+  // (rank 0: 3 kv heads at np 1, 2 at np 2, 1 at np 3).
+  static uint64_t pool_of(double blocks) {
     const auto& config = engine_->model().config();
     const int world = testing::mpi_communicator().world().size;
     const int64_t heads_rank0 = world == 1 ? config.n_head_kv : 2 - (world == 3);
-    return static_cast<uint64_t>(config.n_layers * heads_rank0 * blocks) *
+    return static_cast<uint64_t>(static_cast<double>(config.n_layers * heads_rank0) * blocks) *
            kvstore::HeadSegment::block_bytes(config.head_dim);
   }
   // Each request alone in `engine`, then all together: every request gives its solo tokens and no
@@ -271,7 +271,7 @@ TEST_F(BatchedEngineTest, ForksEqualEachSettingRunAlone) {
 // A pool of a few hundred blocks: decode growth forces the newest sequence out; it is
 // recomputed later and still gives the tokens of its solo run.
 TEST_F(BatchedEngineTest, TinyPoolPreemptsAndRecomputes) {
-  const uint64_t kv_memory = pool_of(3 * 7 / 2);  // about 3.5 sequences of 48 positions (3 blocks per head)
+  const uint64_t kv_memory = pool_of(3 * 3.5);  // about 3.5 sequences of 48 positions (3 blocks per head)
   engine::Engine small(options(kv_memory), control(), *data_);
   std::vector<engine::Request> requests;
   for (int64_t i = 0; i < 6; ++i) {
