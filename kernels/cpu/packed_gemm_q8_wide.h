@@ -1,15 +1,16 @@
 // The integer-dot matmul of packed_gemm_q8.h for many activation rows (decode steps of many
 // sequences), in the outer-product form of a GEMM micro-kernel: activation rows in the lanes.
 //
-// The activations are transposed once per call: 4 bytes of one row (q_a + 128, unsigned) per
-// int32 lane, 16 rows per register, with their blocks' d_a and s_a likewise. A task unpacks
-// kRows weight rows once into its panel (32 signed bytes per block, d_w, m_w, and -128 * sum_j
-// q_w,j to take out the activations' offset). For each block, eight vpdpbusd per weight row
-// multiply a register of activations with 4 broadcast weight bytes and sum the block's 32
-// columns exactly in int32; then one convert, multiply and FMA (and, for Q4_1, one FMA of the
-// min term) per weight row apply d_w d_a. Per block of 16 rows x 32 columns that is ~12 vector
-// instructions per weight row, where the 4 x 3 tiles need ~40: the tiles' 5 instructions per
-// vpdpbusd for scales are what limits them from ~4 rows on.
+// The activations are transposed once per call, on the compute threads: 4 bytes of one row (q_a,
+// signed) per int32 lane, 16 rows per register, with their blocks' d_a and s_a likewise. A task
+// unpacks kRows weight rows once into its panel (32 bytes q_w per block, d_w, m_w and, for Q8_0,
+// -128 * sum_j q_w,j). For each block, eight vpdpbusd per weight row multiply a register of
+// activations with 4 broadcast weight bytes and sum the block's 32 columns exactly in int32
+// (vpdpbusd takes one unsigned side: Q4_1's q_w are 0..15; for Q8_0 the activations take + 128,
+// which the panel's term takes out); then one convert, multiply and FMA (and, for Q4_1, one FMA
+// of the min term) per weight row apply d_w d_a. Per block of 16 rows x 32 columns that is ~12
+// vector instructions per weight row, where the 4 x 3 tiles need ~40: the tiles' 5 instructions
+// per vpdpbusd for scales are what limits them from ~4 rows on.
 //
 // Same numerics as packed_gemm_q8 (exact integer block sums, f32 sums of the blocks' terms in
 // block order), so a row differs from the tiles' result by f32 rounding only.

@@ -110,24 +110,28 @@ class ComputeThreads {
 };
 
 // The caller and openblas_get_num_threads() - 1 workers run the tasks; the pool is rebuilt when
-// that count changes. blas_serial: OpenBLAS has one thread while the tasks run.
+// that count changes. blas_serial: OpenBLAS has one thread while the tasks run, also when they run
+// on the caller alone (one task), so a task's SGEMMs give the same bits in any batch (OpenBLAS's
+// multi-threaded SGEMM may round otherwise). A nested caller (the lock is held) runs its tasks
+// itself under the holder's setting.
 void run_tasks(int64_t n_tasks, void (*task)(void* ctx, int64_t t), void* ctx, bool blas_serial) {
   static std::mutex mutex;
   static std::unique_ptr<ComputeThreads> pool;
   const int threads = openblas_get_num_threads();
   const int workers = threads - 1;
   std::unique_lock lock(mutex, std::try_to_lock);
+  const bool serial_here = blas_serial && lock.owns_lock() && threads > 1;
+  if (serial_here) openblas_set_num_threads(1);
   if (!lock.owns_lock() || workers <= 0 || n_tasks <= 1 || n_tasks > ComputeThreads::kMaxTasks) {
     for (int64_t t = 0; t < n_tasks; ++t) task(ctx, t);
-    return;
+  } else {
+    if (!pool || pool->workers() != workers) {
+      pool.reset();
+      pool = std::make_unique<ComputeThreads>(workers);
+    }
+    pool->run(n_tasks, task, ctx);
   }
-  if (!pool || pool->workers() != workers) {
-    pool.reset();
-    pool = std::make_unique<ComputeThreads>(workers);
-  }
-  if (blas_serial) openblas_set_num_threads(1);
-  pool->run(n_tasks, task, ctx);
-  if (blas_serial) openblas_set_num_threads(threads);
+  if (serial_here) openblas_set_num_threads(threads);
 }
 
 }  // namespace

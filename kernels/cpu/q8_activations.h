@@ -27,8 +27,9 @@ struct Q8Activations {
   int64_t blocks() const { return cols / kQ8Block; }
 };
 
-// out = x[m x cols] quantized as above (out's vectors are reused). Throws std::invalid_argument when
-// cols is not a multiple of kQ8Block.
+// out = x[m x cols] quantized as above (out's vectors are reused); from 16 rows on, in tasks of
+// rows on the compute threads (the same values). Throws std::invalid_argument when cols is not a
+// multiple of kQ8Block.
 void quantize_activations(const float* x, int64_t m, int64_t cols, Q8Activations& out);
 
 // x[m x cols] = q * d, the values the integer kernels multiply, as floats.

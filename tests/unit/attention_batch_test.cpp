@@ -96,7 +96,7 @@ TEST_F(AttentionBatchTest, EveryCallEqualsItselfAlone) {
   std::vector<kernels::HeadAttention> calls;
   static_assert(kernels::cpu::kPrefillQueryBlock < 300);
   for (size_t i = 0; i < alone.size(); ++i) {
-    kernels::cpu::head_attention(call_of(alone[i], i % 3 == 0), kernels::cpu::thread_attention_scratch());
+    backend_.attention(call_of(alone[i], i % 3 == 0));
     calls.push_back(call_of(batched[i], i % 3 == 0));
   }
   ASSERT_FALSE(calls[14].track_mass);

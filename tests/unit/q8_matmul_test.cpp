@@ -172,9 +172,14 @@ TEST(Q8Activations, BlocksRoundToTheirScale) {
   Q8Activations a;
   quantize_activations(x.data(), 1, 96, a);
   for (int64_t b = 0; b < 3; ++b) {
+    float amax = 0.0f;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::abs(x[b * 32 + j]));
+    const float inverse = amax != 0.0f ? 127.0f / amax : 0.0f;
+    EXPECT_EQ(a.d[b], fp16_to_fp32(fp32_to_fp16(amax / 127.0f)));
     int32_t sum = 0;
     for (int j = 0; j < 32; ++j) {
       const int8_t q = a.q[b * 32 + j];
+      EXPECT_EQ(q, static_cast<int8_t>(std::nearbyint(x[b * 32 + j] * inverse)));  // the SIMD path too
       EXPECT_LE(std::abs(q), 127);
       EXPECT_LE(std::abs(x[b * 32 + j] - q * a.d[b]), a.d[b] * kRoundingSteps);
       sum += q;
@@ -184,6 +189,30 @@ TEST(Q8Activations, BlocksRoundToTheirScale) {
   }
   EXPECT_EQ(a.d[2], 0.0f);
   EXPECT_THROW(quantize_activations(x.data(), 1, 40, a), std::invalid_argument);
+}
+
+// Many rows are quantized on the compute threads, in tasks of rows: each row as it is alone.
+TEST(Q8Activations, ManyRowsQuantizeAsEachRowAlone) {
+  const int threads = openblas_get_num_threads();
+  constexpr int64_t kCols = 96;
+  for (const int compute_threads : {1, 2}) {
+    openblas_set_num_threads(compute_threads);
+    for (const int64_t m : {15, 16, 40, 300}) {
+      const auto x = testing::normal_values(static_cast<size_t>(m * kCols), 28);
+      Q8Activations together, alone;
+      quantize_activations(x.data(), m, kCols, together);
+      for (int64_t i = 0; i < m; ++i) {
+        quantize_activations(x.data() + i * kCols, 1, kCols, alone);
+        for (int64_t j = 0; j < kCols; ++j) ASSERT_EQ(together.q[i * kCols + j], alone.q[j]) << m << " " << i;
+        for (int64_t b = 0; b < 3; ++b) {
+          ASSERT_EQ(together.d[i * 3 + b], alone.d[b]);
+          ASSERT_EQ(together.s[i * 3 + b], alone.s[b]);
+          ASSERT_EQ(together.sum[i * 3 + b], alone.sum[b]);
+        }
+      }
+    }
+  }
+  openblas_set_num_threads(threads);
 }
 
 // A row's result does not depend on the rows it is multiplied with (decode rows sharing a step
