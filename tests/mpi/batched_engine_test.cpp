@@ -259,9 +259,10 @@ TEST_F(BatchedEngineTest, ForksEqualEachSettingRunAlone) {
         EXPECT_EQ(fork.error, "") << "request " << i << " fork " << f;
         EXPECT_EQ(fork.tokens, expected[i][f + 1]) << "request " << i << " fork " << f;
         EXPECT_GT(fork.kv_bytes_compressed, 0u);
-        if (settings[f].enabled() && requests[i].prompt.size() > 16)  // longer than every budget
+        if (settings[f].enabled() && requests[i].prompt.size() > 16) {  // longer than every budget
           EXPECT_LT(fork.kv_bytes_compressed, fork.kv_bytes_full_compressed)
               << "request " << i << " fork " << f;
+        }
       }
     }
     if (engine == &small) EXPECT_LE(small.last_run().pool_peak_bytes, small_pool);
