@@ -18,6 +18,7 @@
 #include "launch/cpu_environment.h"
 #include "launch/eval_command.h"
 #include "launch/generate_command.h"
+#include "launch/info_command.h"
 #include "launch/profile_heads_command.h"
 #include "launch/serve/serve_command.h"
 
@@ -53,6 +54,7 @@ int main(int argc, char** argv) {
   auto* serve = launch::add_serve_command(app, serve_options);
   launch::BatchOptions batch_options;
   auto* batch = launch::add_batch_command(app, batch_options);
+  auto* info = launch::add_info_command(app);
 
   try {
     app.parse(argc, argv);
@@ -67,6 +69,7 @@ int main(int argc, char** argv) {
   }
 
   try {
+    if (info->parsed()) return launch::run_info(*comm);
     if (generate->parsed()) return launch::run_generate(generate_options, *comm, *planes.data);
     if (serve->parsed()) return launch::run_serve(serve_options, *comm, *planes.data);
     if (batch->parsed()) return launch::run_batch(batch_options, *comm, *planes.data);
