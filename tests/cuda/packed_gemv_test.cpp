@@ -1,0 +1,90 @@
+// The device decode matmul (kernels/cuda/packed_gemv.h) against the CPU backend's f32 matmul on the
+// same packed weights. Tolerance per output: 1e-5 of the sum of |x_k w_k| (both sum the same f32
+// products in different orders) plus 1e-6. The refusals run without a device; the rest is skipped
+// without one.
+#include "kernels/cuda/packed_gemv.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/dequantize.h"
+#include "kernels/cpu/quantize.h"
+#include "kernels/cuda/cuda_devices.h"
+#include "kernels/cuda/device_buffer.h"
+#include "kernels/weight.h"
+#include "support/random_values.h"
+
+namespace kvshrink {
+namespace {
+
+using kernels::TensorType;
+using kernels::Weight;
+using kernels::cuda::DeviceBuffer;
+
+Weight random_weight(TensorType type, int64_t rows, int64_t cols, uint32_t seed) {
+  const auto values = testing::normal_values(static_cast<size_t>(rows * cols), seed);
+  const int64_t row_bytes = kernels::packed_row_bytes(type, cols);
+  std::vector<std::byte> packed(static_cast<size_t>(rows * row_bytes));
+  for (int64_t r = 0; r < rows; ++r) {
+    if (type == TensorType::Q4_1)
+      kernels::cpu::quantize_row_q4_1(values.data() + r * cols, packed.data() + r * row_bytes, cols);
+    if (type == TensorType::Q8_0)
+      kernels::cpu::quantize_row_q8_0(values.data() + r * cols, packed.data() + r * row_bytes, cols);
+  }
+  return Weight::from_packed(type, rows, cols, std::move(packed));
+}
+
+TEST(CudaPackedGemv, RefusesWhatItDoesNotTake) {
+  const float* none = nullptr;
+  EXPECT_THROW(kernels::cuda::packed_gemv(TensorType::Q4_0, nullptr, 4, 64, none, 1, nullptr, nullptr),
+               std::invalid_argument);
+  EXPECT_THROW(kernels::cuda::packed_gemv(TensorType::Q4_1, nullptr, 4, 64, none, 0, nullptr, nullptr),
+               std::invalid_argument);
+  EXPECT_THROW(kernels::cuda::packed_gemv(TensorType::Q4_1, nullptr, 4, 64, none,
+                                          kernels::cuda::kGemvMaxRows + 1, nullptr, nullptr),
+               std::invalid_argument);
+  EXPECT_THROW(kernels::cuda::packed_gemv(TensorType::Q8_0, nullptr, 4, 40, none, 1, nullptr, nullptr),
+               std::invalid_argument);
+}
+
+TEST(CudaPackedGemv, MatchesTheCpuBackend) {
+  std::string why;
+  if (kernels::cuda::cuda_devices(&why).empty()) GTEST_SKIP() << "skipped: no CUDA device (" << why << ")";
+  constexpr int64_t kRows = 37;  // not a multiple of the warps per thread block
+  kernels::cpu::CpuBackend cpu;
+  for (const auto type : {TensorType::Q4_1, TensorType::Q8_0}) {
+    for (const int64_t cols : {576, 544}) {
+      const Weight w = random_weight(type, kRows, cols, 11);
+      std::vector<float> dequantized(static_cast<size_t>(kRows * cols));
+      for (int64_t r = 0; r < kRows; ++r)
+        kernels::cpu::dequantize_row(type, w.row(r), dequantized.data() + r * cols, cols);
+      std::vector<std::byte> bytes(w.row(0), w.row(0) + w.bytes());
+      DeviceBuffer<std::byte> d_w(bytes);
+      for (const int64_t m : {1, 3, 8}) {
+        const auto x = testing::normal_values(static_cast<size_t>(m * cols), 12);
+        std::vector<float> expected(static_cast<size_t>(m * kRows));
+        cpu.matmul(w, x.data(), expected.data(), m);
+        DeviceBuffer<float> d_x(x), d_y(expected.size());
+        kernels::cuda::packed_gemv(type, d_w.data(), kRows, cols, d_x.data(), m, d_y.data(), nullptr);
+        const auto got = d_y.download();
+        for (int64_t t = 0; t < m; ++t) {
+          for (int64_t r = 0; r < kRows; ++r) {
+            double magnitude = 0.0;
+            for (int64_t k = 0; k < cols; ++k)
+              magnitude += std::abs(x[t * cols + k] * dequantized[r * cols + k]);
+            ASSERT_NEAR(got[t * kRows + r], expected[t * kRows + r], 1e-5 * magnitude + 1e-6)
+                << kernels::tensor_type_info(type).name << " cols " << cols << " m " << m << " row " << r;
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kvshrink
