@@ -64,7 +64,7 @@ __global__ void add_kernel(float* y, const float* x, int64_t count) {
 void rms_norm(const float* x, const float* gamma, float* y, int64_t m, int64_t n, float eps,
               cudaStream_t stream) {
   if (m == 0) return;
-  rms_norm_kernel<<<m, kThreads, 0, stream>>>(x, gamma, y, n, eps);
+  rms_norm_kernel<<<static_cast<unsigned>(m), kThreads, 0, stream>>>(x, gamma, y, n, eps);
   KVSHRINK_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -1,44 +1,15 @@
-#include <cuda_fp16.h>
-
 #include <stdexcept>
 #include <string>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/packed_gemv.h"
+#include "kernels/cuda/quant_blocks.cuh"
 
 namespace kvshrink::kernels::cuda {
 namespace {
 
-constexpr int kBlock = 32;       // elements per Q4_1 / Q8_0 block
+constexpr int kBlock = kQuantBlock;
 constexpr int kWarpsPerCta = 8;  // weight rows per thread block
-
-// The GGUF blocks (ggml's block_q4_1 / block_q8_0), as kernels/cpu/quant_blocks.h declares them.
-struct BlockQ4_1 {
-  uint16_t d, m;   // fp16 scale and minimum
-  uint8_t qs[16];  // low nibbles: elements 0..15; high nibbles: elements 16..31
-};
-struct BlockQ8_0 {
-  uint16_t d;  // fp16 scale
-  int8_t qs[kBlock];
-};
-static_assert(sizeof(BlockQ4_1) == 20 && sizeof(BlockQ8_0) == 34, "GGUF block sizes");
-
-__device__ float half_bits_to_float(uint16_t bits) {
-  return __half2float(__ushort_as_half(bits));
-}
-
-// The 32 weights of block b, dequantized.
-__device__ void dequantize(const BlockQ4_1& block, float w[kBlock]) {
-  const float d = half_bits_to_float(block.d), m = half_bits_to_float(block.m);
-  for (int j = 0; j < 16; ++j) {
-    w[j] = d * static_cast<float>(block.qs[j] & 0x0F) + m;
-    w[j + 16] = d * static_cast<float>(block.qs[j] >> 4) + m;
-  }
-}
-__device__ void dequantize(const BlockQ8_0& block, float w[kBlock]) {
-  const float d = half_bits_to_float(block.d);
-  for (int j = 0; j < kBlock; ++j) w[j] = d * static_cast<float>(block.qs[j]);
-}
 
 template <class Block, int kM>
 __global__ void gemv_kernel(const Block* w, int64_t rows, int64_t blocks, const float* x, float* y) {

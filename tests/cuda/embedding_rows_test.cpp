@@ -1,0 +1,86 @@
+// Embedding rows dequantized on the device (kernels/cuda/embedding_rows.h) against the CPU backend
+// for F32, F16, Q4_1 and Q8_0 tables. F32 and F16 exact; Q4_1 / Q8_0 within 1e-6 relative (d * q + m
+// with or without FMA contraction). Refusals run without a device; the rest is skipped without one.
+#include "kernels/cuda/embedding_rows.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/dequantize.h"
+#include "kernels/cpu/quantize.h"
+#include "kernels/cuda/cuda_devices.h"
+#include "kernels/cuda/device_buffer.h"
+#include "kernels/weight.h"
+#include "support/random_values.h"
+
+namespace kvshrink {
+namespace {
+
+using kernels::TensorType;
+using kernels::Weight;
+using kernels::cuda::DeviceBuffer;
+
+constexpr int64_t kVocab = 50, kCols = 96;
+
+Weight random_table(TensorType type) {
+  const auto values = testing::normal_values(kVocab * kCols, 7);
+  if (type == TensorType::F32) return Weight::from_f32(kVocab, kCols, values);
+  const int64_t row_bytes = kernels::packed_row_bytes(type, kCols);
+  std::vector<std::byte> packed(static_cast<size_t>(kVocab * row_bytes));
+  for (int64_t r = 0; r < kVocab; ++r) {
+    const float* src = values.data() + r * kCols;
+    std::byte* dst = packed.data() + r * row_bytes;
+    if (type == TensorType::Q4_1) kernels::cpu::quantize_row_q4_1(src, dst, kCols);
+    if (type == TensorType::Q8_0) kernels::cpu::quantize_row_q8_0(src, dst, kCols);
+    if (type == TensorType::F16) {
+      for (int64_t k = 0; k < kCols; ++k) {
+        const uint16_t h = kernels::cpu::fp32_to_fp16(src[k]);
+        std::memcpy(dst + 2 * k, &h, 2);
+      }
+    }
+  }
+  return Weight::from_packed(type, kVocab, kCols, std::move(packed));
+}
+
+TEST(CudaEmbeddingRows, RefusesWhatItDoesNotTake) {
+  EXPECT_THROW(kernels::cuda::embedding_rows(TensorType::Q4_0, nullptr, 64, nullptr, 1, nullptr, nullptr),
+               std::invalid_argument);
+  EXPECT_THROW(kernels::cuda::embedding_rows(TensorType::Q8_0, nullptr, 40, nullptr, 1, nullptr, nullptr),
+               std::invalid_argument);
+}
+
+TEST(CudaEmbeddingRows, MatchTheCpuBackend) {
+  std::string why;
+  if (kernels::cuda::cuda_devices(&why).empty()) GTEST_SKIP() << "skipped: no CUDA device (" << why << ")";
+  const std::vector<int32_t> tokens{0, 49, 7, 7, 23};
+  kernels::cpu::CpuBackend cpu;
+  for (const auto type : {TensorType::F32, TensorType::F16, TensorType::Q4_1, TensorType::Q8_0}) {
+    const Weight table = random_table(type);
+    std::vector<float> expected(tokens.size() * kCols);
+    cpu.embedding_rows(table, tokens.data(), static_cast<int64_t>(tokens.size()), expected.data());
+    DeviceBuffer<std::byte> d_table(std::vector<std::byte>(table.row(0), table.row(0) + table.bytes()));
+    DeviceBuffer<int32_t> d_tokens(tokens);
+    DeviceBuffer<float> d_out(expected.size());
+    kernels::cuda::embedding_rows(type, d_table.data(), kCols, d_tokens.data(),
+                                  static_cast<int64_t>(tokens.size()), d_out.data(), nullptr);
+    const auto got = d_out.download();
+    const bool exact = type == TensorType::F32 || type == TensorType::F16;
+    for (size_t i = 0; i < expected.size(); ++i) {
+      if (exact) {
+        ASSERT_EQ(got[i], expected[i]) << kernels::tensor_type_info(type).name << " " << i;
+      } else {
+        ASSERT_NEAR(got[i], expected[i], 1e-6 * (1 + std::abs(expected[i])))
+            << kernels::tensor_type_info(type).name;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kvshrink
