@@ -170,14 +170,18 @@ void tile(const Panel& panel, int64_t blocks, const WideActivations& a, int64_t 
 #pragma GCC unroll 8
     for (int g = 0; g < kGroups; ++g) {
       const __m512i x = _mm512_loadu_si512(a.bytes.data() + (b * kGroups + g) * a.ld + t0);
-      const __m512i x_offset = _mm512_xor_si512(x, _mm512_set1_epi32(static_cast<int>(0x80808080u)));
+      const __m512i x_unsigned =  // Q8_0: q_a + 128
+          kUnsignedWeights ? x : _mm512_xor_si512(x, _mm512_set1_epi32(static_cast<int>(0x80808080u)));
 #pragma GCC unroll 12
       for (int j = 0; j < kR; ++j) {
         int32_t word;
         std::memcpy(&word, q + j * kQ8Block + 4 * g, 4);
         const __m512i w = _mm512_set1_epi32(word);
-        dot[j] =
-            kUnsignedWeights ? _mm512_dpbusd_epi32(dot[j], w, x) : _mm512_dpbusd_epi32(dot[j], x_offset, w);
+        if constexpr (kUnsignedWeights) {
+          dot[j] = _mm512_dpbusd_epi32(dot[j], w, x);
+        } else {
+          dot[j] = _mm512_dpbusd_epi32(dot[j], x_unsigned, w);
+        }
       }
     }
     const __m512 da = _mm512_loadu_ps(a.d.data() + b * a.ld + t0);

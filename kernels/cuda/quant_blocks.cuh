@@ -1,24 +1,19 @@
-// The GGUF weight blocks on the device (ggml's block_q4_1 / block_q8_0, laid out as
-// kernels/cpu/quant_blocks.h declares them) and their dequantization in registers.
+// The GGUF weight blocks (ggml's block_q4_1 / block_q8_0, kernels/cpu/quant_blocks.h) dequantized in
+// registers on the device.
 #pragma once
 
 #include <cuda_fp16.h>
 
 #include <cstdint>
 
+#include "kernels/cpu/quant_blocks.h"
+
 namespace kvshrink::kernels::cuda {
 
 constexpr int kQuantBlock = 32;  // elements per Q4_1 / Q8_0 block
 
-struct BlockQ4_1 {
-  uint16_t d, m;   // fp16 scale and minimum
-  uint8_t qs[16];  // low nibbles: elements 0..15; high nibbles: elements 16..31
-};
-struct BlockQ8_0 {
-  uint16_t d;  // fp16 scale
-  int8_t qs[kQuantBlock];
-};
-static_assert(sizeof(BlockQ4_1) == 20 && sizeof(BlockQ8_0) == 34, "GGUF block sizes");
+using cpu::BlockQ4_1;  // the GGUF layouts, declared once for both backends
+using cpu::BlockQ8_0;
 
 __device__ inline float half_bits_to_float(uint16_t bits) {
   return __half2float(__ushort_as_half(bits));

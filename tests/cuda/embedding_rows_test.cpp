@@ -6,18 +6,16 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/dequantize.h"
-#include "kernels/cpu/quantize.h"
 #include "kernels/cuda/cuda_devices.h"
 #include "kernels/cuda/device_buffer.h"
 #include "kernels/weight.h"
-#include "support/random_values.h"
+#include "support/random_weight.h"
 
 namespace kvshrink {
 namespace {
@@ -29,23 +27,7 @@ using kernels::cuda::DeviceBuffer;
 constexpr int64_t kVocab = 50, kCols = 96;
 
 Weight random_table(TensorType type) {
-  const auto values = testing::normal_values(kVocab * kCols, 7);
-  if (type == TensorType::F32) return Weight::from_f32(kVocab, kCols, values);
-  const int64_t row_bytes = kernels::packed_row_bytes(type, kCols);
-  std::vector<std::byte> packed(static_cast<size_t>(kVocab * row_bytes));
-  for (int64_t r = 0; r < kVocab; ++r) {
-    const float* src = values.data() + r * kCols;
-    std::byte* dst = packed.data() + r * row_bytes;
-    if (type == TensorType::Q4_1) kernels::cpu::quantize_row_q4_1(src, dst, kCols);
-    if (type == TensorType::Q8_0) kernels::cpu::quantize_row_q8_0(src, dst, kCols);
-    if (type == TensorType::F16) {
-      for (int64_t k = 0; k < kCols; ++k) {
-        const uint16_t h = kernels::cpu::fp32_to_fp16(src[k]);
-        std::memcpy(dst + 2 * k, &h, 2);
-      }
-    }
-  }
-  return Weight::from_packed(type, kVocab, kCols, std::move(packed));
+  return testing::random_weight(type, kVocab, kCols, 7);
 }
 
 TEST(CudaEmbeddingRows, RefusesWhatItDoesNotTake) {

@@ -13,11 +13,11 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/dequantize.h"
-#include "kernels/cpu/quantize.h"
 #include "kernels/cuda/cuda_devices.h"
 #include "kernels/cuda/device_buffer.h"
 #include "kernels/weight.h"
 #include "support/random_values.h"
+#include "support/random_weight.h"
 
 namespace kvshrink {
 namespace {
@@ -26,18 +26,7 @@ using kernels::TensorType;
 using kernels::Weight;
 using kernels::cuda::DeviceBuffer;
 
-Weight random_weight(TensorType type, int64_t rows, int64_t cols, uint32_t seed) {
-  const auto values = testing::normal_values(static_cast<size_t>(rows * cols), seed);
-  const int64_t row_bytes = kernels::packed_row_bytes(type, cols);
-  std::vector<std::byte> packed(static_cast<size_t>(rows * row_bytes));
-  for (int64_t r = 0; r < rows; ++r) {
-    if (type == TensorType::Q4_1)
-      kernels::cpu::quantize_row_q4_1(values.data() + r * cols, packed.data() + r * row_bytes, cols);
-    if (type == TensorType::Q8_0)
-      kernels::cpu::quantize_row_q8_0(values.data() + r * cols, packed.data() + r * row_bytes, cols);
-  }
-  return Weight::from_packed(type, rows, cols, std::move(packed));
-}
+using testing::random_weight;
 
 TEST(CudaPackedGemv, RefusesWhatItDoesNotTake) {
   const float* none = nullptr;

@@ -18,25 +18,14 @@
 #include "kernels/cpu/quant_blocks.h"
 #include "kernels/cpu/quantize.h"
 #include "support/random_values.h"
+#include "support/random_weight.h"
 
 namespace kvshrink::kernels::cpu {
 namespace {
 
 constexpr int64_t kRows = 37;  // not a multiple of the 4-row tile
 
-Weight random_weight(TensorType type, int64_t rows, int64_t cols, uint32_t seed) {
-  const auto values = testing::normal_values(static_cast<size_t>(rows * cols), seed);
-  const int64_t row_bytes = packed_row_bytes(type, cols);
-  std::vector<std::byte> packed(static_cast<size_t>(rows * row_bytes));
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* src = values.data() + r * cols;
-    std::byte* dst = packed.data() + r * row_bytes;
-    if (type == TensorType::Q4_1) quantize_row_q4_1(src, dst, cols);
-    if (type == TensorType::Q8_0) quantize_row_q8_0(src, dst, cols);
-    if (type == TensorType::Q4_0) quantize_row_q4_0(src, dst, cols);
-  }
-  return Weight::from_packed(type, rows, cols, std::move(packed));
-}
+using testing::random_weight;
 
 // Block b of row r as (d, m, q[32]) for Q4_1 / Q8_0.
 struct WeightBlock {
