@@ -1,7 +1,8 @@
 // The device decode matmul (kernels/cuda/packed_gemv.h) against the CPU backend's f32 matmul on the
-// same packed weights. Tolerance per output: 1e-5 of the sum of |x_k w_k| (both sum the same f32
-// products in different orders) plus 1e-6. The refusals run without a device; the rest is skipped
-// without one.
+// same packed weights, for every packing it takes (F32, F16, BF16, Q4_0, Q4_1, Q8_0 at 576 and 544
+// columns; Q4_K, Q6_K at 512 and 768). Tolerance per output: 1e-5 of the sum of |x_k w_k| (both sum
+// the same f32 products in different orders) plus 1e-6. The refusals run without a device; the rest
+// is skipped without one.
 #include "kernels/cuda/packed_gemv.h"
 
 #include <gtest/gtest.h>
@@ -28,9 +29,19 @@ using kernels::cuda::DeviceBuffer;
 
 using testing::random_weight;
 
+constexpr auto kUnknownType = static_cast<TensorType>(6);  // Q5_0's id: not a kvshrink type
+
+TEST(CudaPackedGemv, TakesEveryGgufPacking) {
+  for (const auto type : {TensorType::F32, TensorType::F16, TensorType::BF16, TensorType::Q4_0,
+                          TensorType::Q4_1, TensorType::Q8_0, TensorType::Q4_K, TensorType::Q6_K}) {
+    EXPECT_TRUE(kernels::cuda::packed_gemv_supports(type)) << kernels::tensor_type_info(type).name;
+  }
+  EXPECT_FALSE(kernels::cuda::packed_gemv_supports(kUnknownType));
+}
+
 TEST(CudaPackedGemv, RefusesWhatItDoesNotTake) {
   const float* none = nullptr;
-  EXPECT_THROW(kernels::cuda::packed_gemv(TensorType::Q4_0, nullptr, 4, 64, none, 1, nullptr, nullptr),
+  EXPECT_THROW(kernels::cuda::packed_gemv(kUnknownType, nullptr, 4, 64, none, 1, nullptr, nullptr),
                std::invalid_argument);
   EXPECT_THROW(kernels::cuda::packed_gemv(TensorType::Q4_1, nullptr, 4, 64, none, 0, nullptr, nullptr),
                std::invalid_argument);
@@ -39,6 +50,11 @@ TEST(CudaPackedGemv, RefusesWhatItDoesNotTake) {
                std::invalid_argument);
   EXPECT_THROW(kernels::cuda::packed_gemv(TensorType::Q8_0, nullptr, 4, 40, none, 1, nullptr, nullptr),
                std::invalid_argument);
+  // K-quants take whole 256-element super-blocks only
+  EXPECT_THROW(kernels::cuda::packed_gemv(TensorType::Q4_K, nullptr, 4, 288, none, 1, nullptr, nullptr),
+               std::invalid_argument);
+  EXPECT_THROW(kernels::cuda::packed_gemv(TensorType::Q6_K, nullptr, 4, 128, none, 1, nullptr, nullptr),
+               std::invalid_argument);
 }
 
 TEST(CudaPackedGemv, MatchesTheCpuBackend) {
@@ -46,8 +62,10 @@ TEST(CudaPackedGemv, MatchesTheCpuBackend) {
   if (kernels::cuda::cuda_devices(&why).empty()) GTEST_SKIP() << "skipped: no CUDA device (" << why << ")";
   constexpr int64_t kRows = 37;  // not a multiple of the warps per thread block
   kernels::cpu::CpuBackend cpu;
-  for (const auto type : {TensorType::Q4_1, TensorType::Q8_0}) {
-    for (const int64_t cols : {576, 544}) {
+  for (const auto type : {TensorType::F32, TensorType::F16, TensorType::BF16, TensorType::Q4_0,
+                          TensorType::Q4_1, TensorType::Q8_0, TensorType::Q4_K, TensorType::Q6_K}) {
+    const bool k_quant = type == TensorType::Q4_K || type == TensorType::Q6_K;
+    for (const int64_t cols : k_quant ? std::vector<int64_t>{512, 768} : std::vector<int64_t>{576, 544}) {
       const Weight w = random_weight(type, kRows, cols, 11);
       std::vector<float> dequantized(static_cast<size_t>(kRows * cols));
       for (int64_t r = 0; r < kRows; ++r)
