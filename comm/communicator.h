@@ -17,6 +17,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -60,6 +61,11 @@ class Communicator {
   // file). Call it every few seconds while this rank runs longer than the timeout without a
   // collective.
   virtual void keep_alive() = 0;
+  // Not collective: waits until done() returns true under this communicator's stall watchdog, for
+  // a collective of another transport (the NCCL data plane's, on a CUDA stream): the other ranks'
+  // pings are answered meanwhile, and a rank that stops answering for the timeout ends the job
+  // with the one line above. done() may throw. The MPI backend's own waits work this way.
+  virtual void wait_watched(const std::function<bool()>& done) = 0;
 
   // One value per rank: result[r] is rank r's value (e.g. each rank's free KV blocks).
   std::vector<int64_t> all_gather_value(int64_t value);

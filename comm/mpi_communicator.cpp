@@ -220,6 +220,10 @@ void MpiCommunicator::keep_alive() {
   process_watchdog->answer_pings();
 }
 
+void MpiCommunicator::wait_watched(const std::function<bool()>& done) {
+  process_watchdog->wait_until(done);
+}
+
 std::unique_ptr<Communicator> make_mpi_communicator(int* argc, char*** argv) {
   return std::make_unique<MpiCommunicator>(argc, argv);
 }

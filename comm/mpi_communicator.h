@@ -45,6 +45,7 @@ class MpiCommunicator final : public Communicator {
   [[noreturn]] void abort(int exit_code, std::string_view message) override;
   std::unique_ptr<Communicator> duplicate() const override;
   void keep_alive() override;
+  void wait_watched(const std::function<bool()>& done) override;
 
   // What this communicator's collectives carried on this rank so far.
   const Traffic& traffic() const { return traffic_; }

@@ -172,15 +172,21 @@ void Watchdog::answer_pings() {
 }
 
 void Watchdog::wait(MPI_Request& request, const char* call) {
+  wait_until([&] {
+    int done = 0;
+    check_mpi(MPI_Test(&request, &done, MPI_STATUS_IGNORE), call);
+    return done != 0;
+  });
+}
+
+void Watchdog::wait_until(const std::function<bool()>& done) {
   const auto start = Clock::now();
   if (start - last_answered_ > kAnswerInterval) answer_pings();
   const bool timed = timeout_.count() > 0;
   auto deadline = start + std::chrono::duration_cast<Clock::duration>(timeout_);
   Backoff backoff(start);
   for (;;) {
-    int done = 0;
-    check_mpi(MPI_Test(&request, &done, MPI_STATUS_IGNORE), call);
-    if (done) return;
+    if (done()) return;
     const auto now = Clock::now();
     if (!backoff.spinning(now)) answer_pings();
     if (timed && now >= deadline) {

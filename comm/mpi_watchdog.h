@@ -19,6 +19,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <string_view>
 #include <vector>
 
@@ -50,6 +51,9 @@ class Watchdog {
   // Waits until `request` completes; ends the job if a rank stops answering meanwhile. `call`
   // names the MPI operation in errors.
   void wait(MPI_Request& request, const char* call);
+  // The same wait for anything a poll can test (another transport's collective, e.g. NCCL's on a
+  // CUDA stream): until done() returns true; done() may throw.
+  void wait_until(const std::function<bool()>& done);
 
   // Answers pending pings (and acts on a stall report); cheap, never blocks.
   void answer_pings();

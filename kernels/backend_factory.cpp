@@ -1,10 +1,17 @@
 #include "kernels/backend_factory.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include <array>
 #include <stdexcept>
 #include <string>
 
 #include "kernels/cpu/cpu_backend.h"
+#if defined(KVSHRINK_HAVE_CUDA)
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_devices.h"
+#endif
 
 namespace kvshrink::kernels {
 namespace {
@@ -14,12 +21,27 @@ struct BackendEntry {
   std::unique_ptr<Backend> (*make)(const BackendOptions&);
 };
 
-constexpr std::array<BackendEntry, 1> kBackends{{
-    {"cpu",
-     [](const BackendOptions& o) -> std::unique_ptr<Backend> {
-       return std::make_unique<cpu::CpuBackend>(o.matmul_activations);
-     }},
-}};
+std::unique_ptr<Backend> make_cpu(const BackendOptions& o) {
+  return std::make_unique<cpu::CpuBackend>(o.matmul_activations);
+}
+
+#if defined(KVSHRINK_HAVE_CUDA)
+std::unique_ptr<Backend> make_cuda(const BackendOptions& o) {
+  if (o.matmul_activations != MatmulActivations::kF32) {
+    throw std::invalid_argument(
+        "--matmul-activations q8 is an option of --device cpu (cuda multiplies f32 "
+        "rows in its GEMV and f16 rows in cuBLAS)");
+  }
+  std::string why_none;
+  const auto devices = static_cast<int>(cuda::cuda_devices(&why_none).size());
+  if (devices == 0) throw std::runtime_error("--device cuda: no CUDA device (" + why_none + ")");
+  return std::make_unique<cuda::CudaBackend>(o.node_local_rank % devices);
+}
+
+constexpr std::array<BackendEntry, 2> kBackends{{{"cpu", make_cpu}, {"cuda", make_cuda}}};
+#else
+constexpr std::array<BackendEntry, 1> kBackends{{{"cpu", make_cpu}}};
+#endif
 
 struct ActivationsEntry {
   std::string_view name;
@@ -33,18 +55,25 @@ constexpr std::array<ActivationsEntry, 2> kActivations{{
 
 }  // namespace
 
-std::unique_ptr<Backend> make_backend(std::string_view device, const BackendOptions& options) {
-  std::string known;
+std::unique_ptr<Backend> make_backend(const BackendOptions& options) {
   for (const auto& entry : kBackends) {
-    if (entry.device == device) return entry.make(options);
-    known += (known.empty() ? "" : ", ") + std::string(entry.device);
+    if (entry.device == options.device) return entry.make(options);
   }
-  throw std::invalid_argument("unknown compute device '" + std::string(device) + "' (available: " + known +
-                              ")");
+  const std::string why = options.device == "cuda" ? "this build has no CUDA backend; " : "";
+  throw std::invalid_argument("unknown compute device '" + options.device + "' (" + why +
+                              "available: " + fmt::format("{}", fmt::join(device_names(), ", ")) + ")");
 }
 
 std::unique_ptr<Backend> make_backend(std::string_view device) {
-  return make_backend(device, BackendOptions{});
+  BackendOptions options;
+  options.device = std::string(device);
+  return make_backend(options);
+}
+
+std::vector<std::string> device_names() {
+  std::vector<std::string> names;
+  for (const auto& entry : kBackends) names.emplace_back(entry.device);
+  return names;
 }
 
 std::vector<std::string> matmul_activation_names() {

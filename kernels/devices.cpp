@@ -38,6 +38,19 @@ bool cuda_built() {
 #endif
 }
 
+int cuda_device_count() {
+#if defined(KVSHRINK_HAVE_CUDA)
+  std::string why_none;
+  return static_cast<int>(cuda::cuda_devices(&why_none).size());
+#else
+  return 0;
+#endif
+}
+
+std::string default_device() {
+  return cuda_device_count() > 0 ? "cuda" : "cpu";
+}
+
 std::vector<std::string> device_lines() {
   std::vector<std::string> lines{fmt::format("cpu: {}, {} hardware threads, {}", cpu_model(),
                                              std::thread::hardware_concurrency(), simd_level())};

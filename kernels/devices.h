@@ -14,4 +14,10 @@ std::vector<std::string> device_lines();
 // Whether this build has the CUDA backend's kernels.
 bool cuda_built();
 
+// CUDA devices this process sees (0 in a build without the CUDA backend or without a device).
+int cuda_device_count();
+
+// The --device default: "cuda" when this build has the CUDA backend and a device is present, else "cpu".
+std::string default_device();
+
 }  // namespace kvshrink::kernels

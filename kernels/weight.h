@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "kernels/tensor_type.h"
@@ -28,6 +29,9 @@ class Weight {
   const float* f32() const { return reinterpret_cast<const float*>(data_.data()); }
   const std::byte* row(int64_t r) const { return data_.data() + r * row_bytes_; }
   uint64_t bytes() const { return data_.size(); }
+  // The copy a backend keeps in its own memory (the CUDA backend's device copy), made at its first
+  // use of this weight and freed with it; copies of the Weight share it (their bytes are the same).
+  std::shared_ptr<void>& backend_copy() const { return backend_copy_; }
 
  private:
   TensorType dtype_ = TensorType::F32;
@@ -35,6 +39,7 @@ class Weight {
   int64_t cols_ = 0;
   int64_t row_bytes_ = 0;
   std::vector<std::byte> data_;  // rows_ x row_bytes_
+  mutable std::shared_ptr<void> backend_copy_;
 };
 
 // Bytes of one packed row of `cols` elements; throws std::invalid_argument if cols is not a whole

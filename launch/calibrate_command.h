@@ -35,7 +35,7 @@ struct CalibrateOptions {
   bool per_layer = false;
   int64_t context_size = 0;
   int64_t batch_size = 512;
-  kernels::BackendOptions backend;  // --matmul-activations
+  kernels::BackendOptions backend;  // --matmul-activations, --device
 };
 
 CLI::App* add_calibrate_command(CLI::App& app, CalibrateOptions& options);

@@ -5,12 +5,16 @@
 // an input error found by a collective check (comm::JobError) is printed once by rank 0 and every
 // rank exits with code 1; anything else aborts the whole job through the communicator.
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <array>
 #include <cstdio>
 #include <exception>
+#include <utility>
 
 #include "comm/collective_error.h"
 #include "comm/communicator.h"
 #include "comm/planes.h"
+#include "kernels/devices.h"
 #include "launch/batch/batch_command.h"
 #include "launch/bench_command.h"
 #include "launch/bench_throughput_command.h"
@@ -68,7 +72,24 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  // The compute device of the command given (info runs none): with cuda, the data plane moves to
+  // NCCL where every rank has a GPU of its own (comm/planes.h).
+  const std::array<std::pair<const CLI::App*, const kernels::BackendOptions*>, 8> model_commands{{
+      {generate, &generate_options.engine.backend},
+      {serve, &serve_options.engine.backend},
+      {batch, &batch_options.engine.backend},
+      {bench_throughput, &bench_throughput_options.engine.backend},
+      {bench, &bench_options.engine.backend},
+      {eval, &eval_options.engine.backend},
+      {profile_heads, &profile_heads_options.backend},
+      {calibrate, &calibrate_options.backend},
+  }};
+  const bool on_cuda = std::any_of(model_commands.begin(), model_commands.end(), [](const auto& command) {
+    return command.first->parsed() && command.second->device == "cuda";
+  });
+
   try {
+    if (on_cuda) comm::make_planes_for_cuda(planes, kernels::cuda_device_count());
     if (info->parsed()) return launch::run_info(*comm);
     if (generate->parsed()) return launch::run_generate(generate_options, *comm, *planes.data);
     if (serve->parsed()) return launch::run_serve(serve_options, *comm, *planes.data);

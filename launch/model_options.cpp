@@ -1,11 +1,13 @@
 #include "launch/model_options.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 
 #include "comm/collective_error.h"
 #include "kernels/backend_factory.h"
+#include "kernels/devices.h"
 #include "launch/cli_checks.h"
 
 namespace kvshrink::launch {
@@ -28,6 +30,21 @@ void add_model_options(CLI::App& cmd, std::string& model, int64_t& context_size,
          "quantized to 8 bits with a scale, in integer dot products (llama.cpp's CPU numerics)")
       ->default_str("f32")
       ->check(CLI::IsMember(kernels::matmul_activation_names()));
+  backend.device = kernels::default_device();
+  cmd.add_option("--device", backend.device,
+                 "Compute device: cpu, or cuda (each rank on its node-local rank's GPU; the weights and "
+                 "matmuls on the GPU, the KV cache and attention on the host for now). Default: cuda when "
+                 "this build has it and a GPU is present")
+      ->capture_default_str()
+      ->check(CLI::Validator(
+          [](const std::string& name) -> std::string {
+            const auto names = kernels::device_names();
+            if (std::find(names.begin(), names.end(), name) != names.end()) return "";
+            if (name == "cuda")
+              return "this build has no CUDA backend (no nvcc at configure time, or -DKVSHRINK_CUDA=OFF)";
+            return fmt::format("unknown device '{}' (this build has: {})", name, fmt::join(names, ", "));
+          },
+          "cpu|cuda"));
 }
 
 void add_sampling_options(CLI::App& cmd, engine::SamplingParams& s) {

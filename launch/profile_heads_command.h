@@ -27,7 +27,7 @@ struct ProfileHeadsOptions {
   uint64_t seed = 0;
   int64_t context_size = 0;
   int64_t batch_size = 512;
-  kernels::BackendOptions backend;  // --matmul-activations
+  kernels::BackendOptions backend;  // --matmul-activations, --device
 };
 
 CLI::App* add_profile_heads_command(CLI::App& app, ProfileHeadsOptions& options);

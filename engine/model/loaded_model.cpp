@@ -13,14 +13,16 @@
 namespace kvshrink::engine {
 
 LoadedModel load_model(const std::string& path, comm::Communicator& comm, int64_t max_batch,
-                       const kernels::BackendOptions& backend, std::string_view device) {
+                       const kernels::BackendOptions& backend) {
   const auto start = std::chrono::steady_clock::now();
   LoadedModel loaded;
   std::string error;
   try {
     // The mapping is dropped at the end of this scope: each rank keeps only its own shard.
     const auto file = GgufFile::open(path);
-    loaded.backend = kernels::make_backend(device, backend);
+    auto options = backend;
+    options.node_local_rank = comm.world().local_rank;
+    loaded.backend = kernels::make_backend(options);
     loaded.model = std::make_unique<LlamaModel>(file, comm, *loaded.backend, max_batch);  // checks arch first
     loaded.tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_gguf(file));
     loaded.path = path;

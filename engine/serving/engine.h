@@ -36,7 +36,7 @@ struct EngineOptions {
   int64_t max_num_batched_tokens = 512;  // rows per step
   int64_t max_num_seqs = 256;            // sequences running at once
   uint64_t kv_memory = 0;                // KV pool bytes per rank; 0 = default_kv_memory()
-  kernels::BackendOptions backend;       // --matmul-activations
+  kernels::BackendOptions backend;       // --matmul-activations, --device
 };
 
 // The default KV pool per rank: half of the memory available now (MemAvailable), shared by the

@@ -22,10 +22,23 @@ class DeviceBuffer {
   explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) { upload(host); }
   DeviceBuffer(DeviceBuffer&& other) noexcept
       : data_(std::exchange(other.data_, nullptr)), count_(std::exchange(other.count_, 0)) {}
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept {
+    if (this != &other) {
+      if (data_) cudaFree(data_);
+      data_ = std::exchange(other.data_, nullptr);
+      count_ = std::exchange(other.count_, 0);
+    }
+    return *this;
+  }
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
   ~DeviceBuffer() {
     if (data_) cudaFree(data_);
+  }
+
+  // At least `count` elements (contents lost when it grows): scratch reused from call to call.
+  void reserve(size_t count) {
+    if (count > count_) *this = DeviceBuffer(count);
   }
 
   T* data() { return data_; }
@@ -34,6 +47,13 @@ class DeviceBuffer {
 
   void upload(const std::vector<T>& host) {  // host.size() == size()
     KVSHRINK_CUDA_CHECK(cudaMemcpy(data_, host.data(), count_ * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  // The first `count` elements from / to host memory, queued on `stream`.
+  void copy_from_host(const T* host, size_t count, cudaStream_t stream) {
+    KVSHRINK_CUDA_CHECK(cudaMemcpyAsync(data_, host, count * sizeof(T), cudaMemcpyHostToDevice, stream));
+  }
+  void copy_to_host(T* host, size_t count, cudaStream_t stream) const {
+    KVSHRINK_CUDA_CHECK(cudaMemcpyAsync(host, data_, count * sizeof(T), cudaMemcpyDeviceToHost, stream));
   }
   std::vector<T> download() const {
     std::vector<T> host(count_);

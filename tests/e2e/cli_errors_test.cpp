@@ -196,6 +196,14 @@ TEST_F(CliErrorsTest, MoreRanksThanKvHeads) {
   expect_clean_error(4, "generate -m " + model() + " -p hi", "kv heads");
 }
 
+// --device: an unknown name is a flag error; cuda where it cannot run (a build without it, or no
+// device) is one error line on every rank count, before any model work.
+TEST_F(CliErrorsTest, UnknownOrUnusableDevice) {
+  expect_clean_error(1, "generate -m " + model() + " -p hi --device tpu", "unknown device 'tpu'");
+  if (run(std::string(KVSHRINK_BINARY) + " info").output.find("cuda:0") != std::string::npos) return;
+  for (int np : {1, 2}) expect_clean_error(np, "generate -m " + model() + " -p hi --device cuda", "CUDA");
+}
+
 TEST_F(CliErrorsTest, BudgetOutOfRange) {
   expect_clean_error(2, "generate -m " + model() + " -p hi --press snapkv --budget 0", "outside (0, 1]");
   expect_clean_error(2, "generate -m " + model() + " -p hi --press snapkv --budget 1.5", "outside (0, 1]");

@@ -68,3 +68,17 @@ foreach(np 1 2 3)
   set_tests_properties(batched_engine_np${np} PROPERTIES TIMEOUT 600)
   set_property(TEST batched_engine_np${np} APPEND PROPERTY ENVIRONMENT OMPI_MCA_mpi_yield_when_idle=1)
 endforeach()
+
+# The NCCL data plane against the MPI one on the same inputs (tests/cuda/nccl_communicator_test.cpp),
+# built with the CUDA backend. Without a device CTest reports it skipped; with 2 ranks on one GPU
+# only its NCCL cases are skipped (make_planes_for_cuda's MPI fallback runs) and it passes.
+if(KVSHRINK_CUDA)
+  add_executable(nccl_communicator_test ${CMAKE_CURRENT_SOURCE_DIR}/cuda/nccl_communicator_test.cpp)
+  target_include_directories(nccl_communicator_test PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+  target_link_libraries(nccl_communicator_test PRIVATE kvshrink_comm kvshrink_kernels_cuda GTest::gtest)
+  foreach(np 1 2)
+    kvshrink_mpi_test(nccl_communicator_np${np} ${np} $<TARGET_FILE:nccl_communicator_test>)
+    set_tests_properties(nccl_communicator_np${np} PROPERTIES TIMEOUT 120 LABELS cuda
+                         SKIP_REGULAR_EXPRESSION "skipped: no CUDA device")
+  endforeach()
+endif()
