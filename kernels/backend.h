@@ -49,6 +49,9 @@ struct HeadAttention {
   // whose log-denominators it holds.
   bool track_mass = false;
   const float* lse_reference = nullptr;
+  // With track_mass: mass[t] = max(mass[t], the largest probability any of the m queries and the
+  // group's heads gives token t) instead of the sum above (KVzip's reconstruction scores).
+  bool mass_max = false;
 };
 
 // Tokens of one head held at `rank` coefficients in a basis (kvstore/low_rank_segment.h).

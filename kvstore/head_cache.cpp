@@ -66,9 +66,9 @@ void HeadCache::check_kept(std::span<const int32_t> kept) const {
   }
 }
 
-HeadSegment HeadCache::gather(std::span<const int32_t> kept, bool track_mass) const {
+HeadSegment HeadCache::gather(std::span<const int32_t> kept, bool track_mass, KvMemoryPool& pool) const {
   check_kept(kept);
-  HeadSegment out(head_dim_, track_mass, *pool_);
+  HeadSegment out(head_dim_, track_mass, pool);
   size_t segment = 0;
   int64_t segment_begin = 0;  // token index of segments_[segment]'s first token
   for (const int32_t index : kept) {
@@ -102,9 +102,10 @@ void HeadCache::compact(std::span<const int32_t> kept) {
   segments_.emplace_back(head_dim_, track_mass_, *pool_);
 }
 
-HeadCache HeadCache::compacted_copy(std::span<const int32_t> kept, bool track_mass) const {
-  HeadCache copy(head_dim_, track_mass, *pool_);
-  copy.segments_.insert(copy.segments_.begin(), gather(kept, track_mass));
+HeadCache HeadCache::compacted_copy(std::span<const int32_t> kept, bool track_mass,
+                                    KvMemoryPool& pool) const {
+  HeadCache copy(head_dim_, track_mass, pool);
+  copy.segments_.insert(copy.segments_.begin(), gather(kept, track_mass, pool));
   copy.low_rank_ = low_rank_;  // blocks are immutable: the copy shares them
   return copy;
 }

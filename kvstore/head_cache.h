@@ -44,13 +44,17 @@ class HeadCache {
   void compact(std::span<const int32_t> kept);
   // This head with only the tokens at `kept`, same layout as after compact(); the copy tracks
   // attention mass if asked (copied tokens keep theirs, or start at 0 where this head had none).
-  HeadCache compacted_copy(std::span<const int32_t> kept, bool track_mass) const;
+  // Its full-dimension tokens in blocks of `pool` (low-rank blocks are shared, never written).
+  HeadCache compacted_copy(std::span<const int32_t> kept, bool track_mass, KvMemoryPool& pool) const;
+  HeadCache compacted_copy(std::span<const int32_t> kept, bool track_mass) const {
+    return compacted_copy(kept, track_mass, *pool_);
+  }
   HeadCache compacted_copy(std::span<const int32_t> kept) const { return compacted_copy(kept, track_mass_); }
   void clear();
 
  private:
   void check_kept(std::span<const int32_t> kept) const;
-  HeadSegment gather(std::span<const int32_t> kept, bool track_mass) const;
+  HeadSegment gather(std::span<const int32_t> kept, bool track_mass, KvMemoryPool& pool) const;
 
   int64_t head_dim_;
   bool track_mass_;

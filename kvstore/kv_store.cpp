@@ -27,10 +27,19 @@ KvStore::KvStore(int64_t n_layers, int64_t owned_kv_heads, int64_t head_dim, int
     heads_.emplace_back(head_dim, options.track_attention_mass, *pool_);
   queries_.assign(static_cast<size_t>(n_layers),
                   RecentQueries(options.query_window, owned_q_heads * head_dim));
+  statistics_.assign(static_cast<size_t>(n_layers),
+                     options.query_statistics_from < 0
+                         ? QueryStatistics()
+                         : QueryStatistics(owned_q_heads, head_dim, options.query_statistics_from));
 }
 
 void KvStore::clear() {
   for (auto& head : heads_) head.clear();
+  for (auto& statistics : statistics_) {
+    if (statistics.tracked()) {
+      statistics = QueryStatistics(statistics.q_heads(), head_dim_, options_.query_statistics_from);
+    }
+  }
   next_position_ = 0;
 }
 
@@ -71,22 +80,33 @@ void KvStore::compact(const LocalKeepPlan& plan) {
 }
 
 KvStore KvStore::compacted_copy(const LocalKeepPlan& plan, const KvStoreOptions& options) const {
+  return compacted_copy_into(plan, options, pool_);
+}
+
+KvStore KvStore::compacted_copy_into(const LocalKeepPlan& plan, const KvStoreOptions& options,
+                                     std::shared_ptr<KvMemoryPool> pool) const {
   check_plan_shape(plan, heads_.size());
-  KvStore copy(n_layers_, owned_kv_heads_, head_dim_, 0, options, pool_);
+  KvStore copy(n_layers_, owned_kv_heads_, head_dim_, 0, options, std::move(pool));
   for (size_t i = 0; i < heads_.size(); ++i)
-    copy.heads_[i] = heads_[i].compacted_copy(plan[i], options.track_attention_mass);
+    copy.heads_[i] = heads_[i].compacted_copy(plan[i], options.track_attention_mass, *copy.pool_);
   copy.queries_ = queries_;
+  if (options.query_statistics_from >= 0) copy.statistics_ = statistics_;
+  if (options.keep_token_ids) copy.token_ids_ = token_ids_;
   copy.next_position_ = next_position_;
   return copy;
 }
 
 KvStore KvStore::copy(const KvStoreOptions& options) const {
+  return copy_into(options, pool_);
+}
+
+KvStore KvStore::copy_into(const KvStoreOptions& options, std::shared_ptr<KvMemoryPool> pool) const {
   LocalKeepPlan all(heads_.size());
   for (size_t i = 0; i < heads_.size(); ++i) {
     all[i].resize(static_cast<size_t>(heads_[i].tokens()));
     std::iota(all[i].begin(), all[i].end(), 0);
   }
-  return compacted_copy(all, options);
+  return compacted_copy_into(all, options, std::move(pool));
 }
 
 }  // namespace kvshrink::kvstore

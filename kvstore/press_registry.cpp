@@ -8,9 +8,11 @@
 
 #include "kvstore/adakv_allocator.h"
 #include "kvstore/dynamickv_allocator.h"
+#include "kvstore/expected_attention_press.h"
 #include "kvstore/h2o_press.h"
 #include "kvstore/headkv_allocator.h"
 #include "kvstore/knorm_press.h"
+#include "kvstore/kvzip_press.h"
 #include "kvstore/pyramid_allocator.h"
 #include "kvstore/snapkv_press.h"
 #include "kvstore/streaming_llm_press.h"
@@ -21,8 +23,9 @@ namespace kvshrink::kvstore {
 
 const std::vector<std::string>& method_names() {
   static const std::vector<std::string> names = {
-      "snapkv", "pyramidkv", "adakv",      "headkv",       "dynamickv", "h2o",          "streamingllm",
-      "knorm",  "tova",      "mixeddimkv", "mixeddimkv-h", "dynakv",    "snapkv+dynakv"};
+      "snapkv", "pyramidkv", "adakv",      "headkv",       "dynamickv", "h2o",           "streamingllm",
+      "knorm",  "tova",      "mixeddimkv", "mixeddimkv-h", "dynakv",    "snapkv+dynakv", "expected-attention",
+      "kvzip"};
   return names;
 }
 
@@ -99,6 +102,10 @@ CompressionMethod make_method(std::string_view method, const PressParams& params
     out.press = std::make_unique<KnormPress>();
   } else if (method == "tova") {
     out.press = std::make_unique<TovaPress>();
+  } else if (method == "expected-attention") {
+    out.press = std::make_unique<ExpectedAttentionPress>(params);
+  } else if (method == "kvzip") {
+    out.press = std::make_unique<KvzipPress>(params);
   } else {
     out.press = std::make_unique<SnapKvPress>(params);
   }

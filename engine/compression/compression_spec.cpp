@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "comm/collective_error.h"
+#include "engine/compression/context_reconstruction.h"
 #include "engine/compression/head_profile_file.h"
 #include "engine/compression/kv_basis_file.h"
 #include "kvstore/press_registry.h"
@@ -276,10 +277,10 @@ std::unique_ptr<DimensionMethod> make_dimension_method(const CompressionSpec& sp
 
 }  // namespace
 
-std::unique_ptr<KvCompressor> make_compressor(const CompressionSpec& spec, const LlamaModel& model,
+std::unique_ptr<KvCompressor> make_compressor(const CompressionSpec& spec, LlamaModel& model,
                                               comm::Communicator& comm,
                                               const std::filesystem::path& model_path,
-                                              const std::string& model_identity) {
+                                              const std::string& model_identity, const Tokenizer& tokenizer) {
   run_collectively(comm, [&] {
     validate(spec);
     check_fits_context(spec, model.config().n_ctx_train);
@@ -298,8 +299,12 @@ std::unique_ptr<KvCompressor> make_compressor(const CompressionSpec& spec, const
     });
   }
   auto method = kvstore::make_method(spec.method, spec.params, spec.allocator, std::move(importance));
+  auto repeat_instruction = method.press && method.press->needs_reconstruction()
+                                ? tokenizer.encode(kRepeatInstruction, /*parse_special=*/false)
+                                : std::vector<TokenId>{};
   return std::make_unique<KvCompressor>(model, comm, std::move(method.press), std::move(method.allocator),
-                                        std::move(dimensions), spec.params.chunk_size);
+                                        std::move(dimensions), spec.params.chunk_size,
+                                        std::move(repeat_instruction));
 }
 
 }  // namespace kvshrink::engine

@@ -45,9 +45,10 @@ void check_budget_reachable(const CompressionSpec& spec, int64_t n_positions);
 // the model's trained context); with the headkv allocator the head profile (params.head_profile, or
 // the default path next to model_path) is read on every rank and must fit the model
 // (model_identity); failures are a comm::JobError on every rank.
-std::unique_ptr<KvCompressor> make_compressor(const CompressionSpec& spec, const LlamaModel& model,
+// KVzip's repeat instruction is encoded with `tokenizer`.
+std::unique_ptr<KvCompressor> make_compressor(const CompressionSpec& spec, LlamaModel& model,
                                               comm::Communicator& comm,
                                               const std::filesystem::path& model_path,
-                                              const std::string& model_identity);
+                                              const std::string& model_identity, const Tokenizer& tokenizer);
 
 }  // namespace kvshrink::engine

@@ -9,19 +9,21 @@
 
 #include "comm/collective_error.h"
 #include "comm/communicator.h"
+#include "engine/compression/context_reconstruction.h"
 
 namespace kvshrink::engine {
 
-KvCompressor::KvCompressor(const LlamaModel& model, comm::Communicator& comm,
-                           std::unique_ptr<kvstore::Press> press,
+KvCompressor::KvCompressor(LlamaModel& model, comm::Communicator& comm, std::unique_ptr<kvstore::Press> press,
                            std::unique_ptr<kvstore::Allocator> allocator,
-                           std::unique_ptr<DimensionMethod> dimensions, int64_t chunk_size)
+                           std::unique_ptr<DimensionMethod> dimensions, int64_t chunk_size,
+                           std::vector<TokenId> repeat_instruction)
     : model_(model),
       comm_(comm),
       press_(std::move(press)),
       allocator_(std::move(allocator)),
       dimensions_(std::move(dimensions)),
-      chunk_size_(chunk_size) {
+      chunk_size_(chunk_size),
+      repeat_instruction_(std::move(repeat_instruction)) {
   if (!dimensions_ && (!press_ || !allocator_))
     throw std::invalid_argument("token eviction needs a press and an allocator");
   if (chunk_size_ < 1) throw std::invalid_argument("the chunk size must be >= 1");
@@ -29,23 +31,45 @@ KvCompressor::KvCompressor(const LlamaModel& model, comm::Communicator& comm,
 
 kvstore::KvStoreOptions KvCompressor::store_options() const {
   if (!press_) return {};
-  return {.query_window = press_->query_window(), .track_attention_mass = press_->needs_attention_mass()};
+  return {.query_window = press_->query_window(),
+          .track_attention_mass = press_->needs_attention_mass(),
+          .query_statistics_from = press_->query_statistics_from(),
+          .keep_token_ids = press_->needs_reconstruction()};
 }
 
 std::vector<std::vector<float>> KvCompressor::score_local(const kvstore::KvStore& kv) const {
   const int64_t group = model_.config().group_size();
   std::vector<std::vector<float>> scores(static_cast<size_t>(kv.n_layers() * kv.owned_kv_heads()));
   if (!press_) return scores;
+  if (press_->needs_reconstruction() && reconstruction_memo_.kv != &kv) {
+    reconstruction_memo_ = {&kv, reconstruction_attention(model_, kv, repeat_instruction_)};
+  }
+  const auto& reconstruction = reconstruction_memo_.attention;
   for (int64_t layer = 0; layer < kv.n_layers(); ++layer) {
     for (int64_t h = 0; h < kv.owned_kv_heads(); ++h) {
       const auto& head = kv.head(layer, h);
       auto& out = scores[static_cast<size_t>(layer * kv.owned_kv_heads() + h)];
       out.resize(static_cast<size_t>(head.tokens()));
-      const kvstore::HeadScoringInput input{head,  kv.recent_queries(layer), h * group,
-                                            group, kv.next_position(),       model_.backend()};
+      const kvstore::HeadScoringInput input{head,
+                                            kv.recent_queries(layer),
+                                            h * group,
+                                            group,
+                                            kv.next_position(),
+                                            model_.backend(),
+                                            &kv.query_statistics(layer),
+                                            model_.config().rope_freq_base,
+                                            reconstruction.empty()
+                                                ? std::span<const float>{}
+                                                : reconstruction[layer * kv.owned_kv_heads() + h]};
       press_->score(input, out);
     }
   }
+  return scores;
+}
+
+std::vector<std::vector<float>> KvCompressor::head_scores(const kvstore::KvStore& kv) const {
+  auto scores = score_local(kv);
+  reconstruction_memo_ = {};
   return scores;
 }
 
@@ -263,6 +287,12 @@ kvstore::KvStore KvCompressor::compressed_copy(const kvstore::KvStore& kv,
 // text and the plans.
 void plan_all(std::span<PlanJob> jobs, comm::Communicator& comm) {
   const int tp = comm.world().size;
+  // KVzip's reconstruction, once per store for the jobs of one compressor (several budgets of one
+  // prefill), and never from an earlier call: a store may have changed, or another taken its place.
+  const auto forget_reconstructions = [&] {
+    for (auto& job : jobs) job.compressor->reconstruction_memo_ = {};
+  };
+  forget_reconstructions();
   std::vector<int64_t> counts;
   std::vector<size_t> count_offset;
   for (auto& job : jobs) {
@@ -293,6 +323,7 @@ void plan_all(std::span<PlanJob> jobs, comm::Communicator& comm) {
   std::vector<float> gathered(
       static_cast<size_t>(std::accumulate(total_floats.begin(), total_floats.end(), int64_t{0})));
   comm.all_gather(send, gathered, total_floats);
+  forget_reconstructions();
 
   std::vector<int32_t> header(2 * jobs.size(), 0), plans;
   std::string errors;

@@ -57,9 +57,12 @@ class KvCompressor {
   // decides evictions itself (MixedDimKV) or nothing is evicted; dimensions: null for token eviction.
   // chunk_size > 1: the press's scores are averaged over chunks of that many consecutive tokens
   // before the allocator (or the dimension solve) sees them (kvstore::chunk_scores).
-  KvCompressor(const LlamaModel& model, comm::Communicator& comm, std::unique_ptr<kvstore::Press> press,
+  // repeat_instruction: the tokens a press that needs_reconstruction() (KVzip) prefills before the
+  // context's copy (context_reconstruction.h).
+  KvCompressor(LlamaModel& model, comm::Communicator& comm, std::unique_ptr<kvstore::Press> press,
                std::unique_ptr<kvstore::Allocator> allocator,
-               std::unique_ptr<DimensionMethod> dimensions = nullptr, int64_t chunk_size = 1);
+               std::unique_ptr<DimensionMethod> dimensions = nullptr, int64_t chunk_size = 1,
+               std::vector<TokenId> repeat_instruction = {});
 
   const kvstore::Press* press() const { return press_.get(); }
   const kvstore::Allocator* allocator() const { return allocator_.get(); }
@@ -82,6 +85,10 @@ class KvCompressor {
   kvstore::KvStore compressed_copy(const kvstore::KvStore& kv, int64_t budget_tokens);
   // Collective (all ranks, same plan): the copy of kv under a plan made for it (plan or plan_all).
   kvstore::KvStore compressed_copy(const kvstore::KvStore& kv, const CompressionPlan& plan) const;
+  // Collective when the press needs_reconstruction() (KVzip runs the model): the press's scores of
+  // this rank's heads as plan() computes them, before chunking: [layer * owned_kv_heads + local
+  // head][token].
+  std::vector<std::vector<float>> head_scores(const kvstore::KvStore& kv) const;
   // This rank's heads of a model-wide plan.
   kvstore::LocalKeepPlan local_part(const KeepPlan& plan) const;
   // Collective (all ranks, same plan): compacts this rank's heads (and moves tokens into rank
@@ -105,12 +112,19 @@ class KvCompressor {
   // Scores of this rank's heads: [layer * owned_kv_heads + local head][token].
   std::vector<std::vector<float>> score_local(const kvstore::KvStore& kv) const;
 
-  const LlamaModel& model_;
+  LlamaModel& model_;  // non-const: KVzip's scoring runs a prefill
   comm::Communicator& comm_;
   std::unique_ptr<kvstore::Press> press_;
   std::unique_ptr<kvstore::Allocator> allocator_;
   std::unique_ptr<DimensionMethod> dimensions_;
   int64_t chunk_size_ = 1;
+  std::vector<TokenId> repeat_instruction_;
+  // KVzip's reconstruction attention of one store, kept within one plan_all (score_local).
+  struct ReconstructionMemo {
+    const kvstore::KvStore* kv = nullptr;
+    std::vector<std::vector<float>> attention;
+  };
+  mutable ReconstructionMemo reconstruction_memo_;
 };
 
 }  // namespace kvshrink::engine

@@ -76,6 +76,7 @@ std::vector<float> LlamaModel::forward_step(std::span<const SequenceRows> batch)
       positions_[m + i] = static_cast<int32_t>(sequence.kv->next_position() + i);
       tokens_[m + i] = sequence.tokens[i];
     }
+    sequence.kv->record_token_ids(sequence.tokens);
     m += n;
   }
   backend_.embedding_rows(weights_.token_embedding, tokens_.data(), m, hidden_.data());
@@ -130,6 +131,7 @@ void LlamaModel::attention_block(int64_t layer, std::span<const SequenceRows> ba
   backend_.matmul(w.wq, normed_.data(), q_.data(), m);
   backend_.matmul(w.wk, normed_.data(), k_.data(), m);
   backend_.matmul(w.wv, normed_.data(), v_.data(), m);
+  record_query_statistics(layer, batch);
   backend_.rope(q_.data(), m, hq, d, positions_.data(), config_.rope_freq_base);
   backend_.rope(k_.data(), m, hkv, d, positions_.data(), config_.rope_freq_base);
 
@@ -143,6 +145,20 @@ void LlamaModel::attention_block(int64_t layer, std::span<const SequenceRows> ba
   const auto residual = std::span<float>(partial_.data(), static_cast<size_t>(m * config_.n_embd));
   comm_.all_reduce_sum(residual);
   backend_.add(hidden_.data(), partial_.data(), m * config_.n_embd);
+}
+
+// The step's queries, before RoPE, in the running statistics of the stores that keep them.
+void LlamaModel::record_query_statistics(int64_t layer, std::span<const SequenceRows> batch) {
+  const int64_t row_floats = static_cast<int64_t>(shard_.q_heads.size()) * config_.head_dim;
+  int64_t row0 = 0;
+  for (const auto& sequence : batch) {
+    const auto n = static_cast<int64_t>(sequence.tokens.size());
+    auto& statistics = sequence.kv->query_statistics(layer);
+    for (int64_t i = row0; statistics.tracked() && i < row0 + n; ++i) {
+      statistics.add(q_.data() + i * row_floats, positions_[i]);
+    }
+    row0 += n;
+  }
 }
 
 // The step's rows in each sequence's store: the recent queries (for scoring presses) and every own
@@ -182,7 +198,7 @@ void LlamaModel::plan_attention(int64_t layer, std::span<const SequenceRows> bat
   for (const auto& sequence : batch) {
     const auto n = static_cast<int64_t>(sequence.tokens.size());
     for (int64_t h = 0; h < static_cast<int64_t>(shard_.kv_heads.size()); ++h) {
-      plan_head(row0, n, h, sequence.kv->head(layer, h));
+      plan_head(row0, n, h, sequence.kv->head(layer, h), sequence.kv->options().attention_mass_max);
     }
     row0 += n;
   }
@@ -193,7 +209,8 @@ void LlamaModel::plan_attention(int64_t layer, std::span<const SequenceRows> bat
 // online-softmax rule. With attention-mass tracking, each full-dimension segment's tokens receive
 // probabilities normalised over the whole head (a second pass once the merged log-denominators are
 // known); low-rank tokens receive none. The tail holds the step's tokens, so no head is empty.
-void LlamaModel::plan_head(int64_t row0, int64_t m, int64_t h, const kvstore::HeadCache& head) {
+void LlamaModel::plan_head(int64_t row0, int64_t m, int64_t h, const kvstore::HeadCache& head,
+                           bool mass_max) {
   const int64_t d = config_.head_dim;
   const int64_t hq = shard_.q_heads.size();
   const int64_t group = config_.group_size();
@@ -205,6 +222,7 @@ void LlamaModel::plan_head(int64_t row0, int64_t m, int64_t h, const kvstore::He
   args.group = group;
   args.head_dim = d;
   args.scale = 1.0f / std::sqrt(static_cast<float>(d));
+  args.mass_max = mass_max;
   const auto segments = head.segments();
   const auto filled =
       std::count_if(segments.begin(), segments.end(), [](const auto& s) { return s.tokens() > 0; });

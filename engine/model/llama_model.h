@@ -108,9 +108,11 @@ class LlamaModel {
 
   void check_batch(std::span<const SequenceRows> batch) const;
   void attention_block(int64_t layer, std::span<const SequenceRows> batch, int64_t m);
+  void record_query_statistics(int64_t layer, std::span<const SequenceRows> batch);
   void append_step_kv(int64_t layer, std::span<const SequenceRows> batch);
   void plan_attention(int64_t layer, std::span<const SequenceRows> batch);
-  void plan_head(int64_t row0, int64_t m, int64_t local_head, const kvstore::HeadCache& head);
+  // mass_max: the store keeps each token's largest probability as its mass (kvstore::KvStoreOptions).
+  void plan_head(int64_t row0, int64_t m, int64_t local_head, const kvstore::HeadCache& head, bool mass_max);
   void plan_low_rank(const kvstore::HeadCache& head, const kernels::HeadAttention& args, HeadParts& parts);
   void plan_segment(const kvstore::HeadSegment& segment, kernels::HeadAttention args,
                     std::vector<kernels::HeadAttention>& calls);

@@ -100,7 +100,8 @@ KvCompressor* Engine::compressor_for(const CompressionSpec& spec) {
   auto it = compressors_.find(key);
   if (it == compressors_.end()) {
     it = compressors_
-             .emplace(key, make_compressor(spec, *loaded_.model, data_, loaded_.path, loaded_.identity))
+             .emplace(key, make_compressor(spec, *loaded_.model, data_, loaded_.path, loaded_.identity,
+                                           *loaded_.tokenizer))
              .first;
   }
   return it->second.get();

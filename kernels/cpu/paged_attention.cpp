@@ -84,6 +84,11 @@ struct BlockKernels {
   }
 };
 
+// A token's mass receives one probability (or a block's partial mass): summed, or the largest kept.
+inline void add_mass(const HeadAttention& a, float& mass, float p) {
+  mass = a.mass_max ? std::max(mass, p) : mass + p;
+}
+
 // Softmax of the score rows [group x n] in place, to exp(s - max); inv_sum[j] = 1 / row j's sum;
 // lse and the mass as HeadAttention says.
 void softmax_rows(const HeadAttention& a, float* scores, int64_t n, float* inv_sum) {
@@ -95,10 +100,11 @@ void softmax_rows(const HeadAttention& a, float* scores, int64_t n, float* inv_s
     if (a.lse) a.lse[head] = row_max + std::log(sum);
     if (a.track_mass) {
       // row holds exp(s - max): probability = row * weight, normalised locally or by the reference
-      const float weight =
-          (a.lse_reference ? std::exp(row_max - a.lse_reference[head]) : inv_sum[head]) / a.group;
+      const float probability = a.lse_reference ? std::exp(row_max - a.lse_reference[head]) : inv_sum[head];
+      const float weight = a.mass_max ? probability : probability / a.group;
       for (int64_t b = 0, t = 0; t < n; ++b) {
-        for (int64_t i = 0; i < a.blocks[b].n && t < n; ++i, ++t) a.blocks[b].mass[i] += row[t] * weight;
+        for (int64_t i = 0; i < a.blocks[b].n && t < n; ++i, ++t)
+          add_mass(a, a.blocks[b].mass[i], row[t] * weight);
       }
     }
   }
@@ -221,9 +227,9 @@ void prefill_attention(const HeadAttention& a, AttentionScratch& s) {
         const float lse = row_max + std::log(sum);
         if (a.lse) a.lse[lse_index] = lse;
         if (a.track_mass) {
-          const float weight =
-              (a.lse_reference ? std::exp(lse - a.lse_reference[lse_index]) : 1.0f) / a.group;
-          for (int64_t t = 0; t < seen; ++t) s.mass[t] += row[t] * weight;
+          const float probability = a.lse_reference ? std::exp(lse - a.lse_reference[lse_index]) : 1.0f;
+          const float weight = a.mass_max ? probability : probability / a.group;
+          for (int64_t t = 0; t < seen; ++t) add_mass(a, s.mass[t], row[t] * weight);
         }
       }
       if (!a.out) continue;
@@ -251,7 +257,7 @@ void head_attention(const HeadAttention& a, AttentionScratch& s) {
   if (!a.track_mass) return;
   const auto n = static_cast<int64_t>(s.mass.size());
   for (int64_t b = 0, t = 0; t < n; ++b) {
-    for (int64_t i = 0; i < a.blocks[b].n && t < n; ++i, ++t) a.blocks[b].mass[i] += s.mass[t];
+    for (int64_t i = 0; i < a.blocks[b].n && t < n; ++i, ++t) add_mass(a, a.blocks[b].mass[i], s.mass[t]);
   }
 }
 

@@ -379,7 +379,8 @@ __device__ void load_mass_rows(const HeadAttention& a, int64_t first, const floa
 }
 
 // Grid (call, token tile, row tile): mass[t] += (sum over the tile's rows of p_rt) / group, p_rt =
-// exp(score - row lse) for the tokens the row sees. Launched after the out / lse kernels.
+// exp(score - row lse) for the tokens the row sees (mass_max: mass[t] = max(mass[t], max_r p_rt)).
+// Launched after the out / lse kernels.
 __global__ void __launch_bounds__(kMassThreads)
     mass_kernel(const HeadAttention* calls, AttentionBatchShape shape, const float* lse_scratch) {
   const HeadAttention a = calls[blockIdx.x];
@@ -396,19 +397,26 @@ __global__ void __launch_bounds__(kMassThreads)
     s.keys[i / d][i % d] = s.token_keys[i / d][i % d];
   __syncthreads();
   const int token = threadIdx.x % kMassTokens, lane = threadIdx.x / kMassTokens;
-  float mass = 0.0f;
+  float mass = 0.0f;  // the sum of the lane's probabilities, or their maximum (mass_max)
   for (int r = lane; r < kMassRows && token < count; r += kRowLanes) {
     if (s.row_lse[r] == -INFINITY || s.token_positions[token] > s.row_positions[r]) continue;
     float dot = 0.0f;
     for (int k = 0; k < d; ++k) dot += s.queries[r][k] * s.keys[token][k];
-    mass += expf(dot - s.row_lse[r]);
+    const float p = expf(dot - s.row_lse[r]);
+    mass = a.mass_max ? fmaxf(mass, p) : mass + p;
   }
   s.partial[lane][token] = mass;
   __syncthreads();
   if (threadIdx.x >= count) return;
   float total = 0.0f;
-  for (int l = 0; l < kRowLanes; ++l) total += s.partial[l][threadIdx.x];
-  atomicAdd(s.token_mass[threadIdx.x], total / static_cast<float>(a.group));
+  for (int l = 0; l < kRowLanes; ++l)
+    total = a.mass_max ? fmaxf(total, s.partial[l][threadIdx.x]) : total + s.partial[l][threadIdx.x];
+  if (a.mass_max) {
+    // non-negative floats order as their bit patterns do
+    atomicMax(reinterpret_cast<int*>(s.token_mass[threadIdx.x]), __float_as_int(total));
+  } else {
+    atomicAdd(s.token_mass[threadIdx.x], total / static_cast<float>(a.group));
+  }
 }
 
 // ---- host ----

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -107,6 +108,24 @@ TEST_F(EvalCommandTest, PressesAndBudgetsBesideFullKvAndResume) {
   records = read_jsonl(out_ / "samples.jsonl");
   ASSERT_EQ(records.size(), 14u);
   EXPECT_EQ(records.back()["press"], "tova");
+}
+
+// Query-agnostic scoring under mpirun -np 2: KVzip at 25 % answers the needle as full KV does (its
+// score is each token's largest attention while the model repeats the context; the sum over the
+// repeat's queries scored 0 at 2K), and Expected Attention runs beside it (at 1K full KV misses
+// this needle).
+TEST_F(EvalCommandTest, KvzipKeepsTheNeedleWithoutTheQuestion) {
+  const auto result = eval(
+      "--task niah_single_1 --context-lengths 2048 --depths 50 --mode query-agnostic --max-new-tokens 16 "
+      "--press kvzip,expected-attention --budget 0.25");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto records = read_jsonl(out_ / "samples.jsonl");
+  ASSERT_EQ(records.size(), 3u);  // full KV and the two presses
+  std::map<std::string, double> score;
+  for (const auto& r : records) score[r["press"].get<std::string>()] = r["score"].get<double>();
+  EXPECT_EQ(score.at("none"), 1.0) << result.output;
+  EXPECT_EQ(score.at("kvzip"), 1.0) << result.output;
+  EXPECT_TRUE(score.contains("expected-attention"));
 }
 
 // --max-new-tokens never cuts a reference answer: niah_single_3's uuid (~40 tokens) is written

@@ -233,19 +233,13 @@ bool same_plan_on_every_rank(const KeepPlan& plan) {
 
 // Every head's scores on a one-rank store, as plan() hands them to the allocator (TOVA: the mean
 // over the heads of a layer).
-std::vector<std::vector<float>> one_rank_scores(const KvCompressor& compressor, const kvstore::KvStore& kv,
-                                                int64_t group) {
+std::vector<std::vector<float>> one_rank_scores(const KvCompressor& compressor, const kvstore::KvStore& kv) {
   const int64_t n_heads = kv.owned_kv_heads();
-  kernels::cpu::CpuBackend backend;
-  std::vector<std::vector<float>> scores(static_cast<size_t>(kv.n_layers() * n_heads));
+  auto scores = compressor.head_scores(kv);  // dynakv: no press, empty rows
   for (int64_t layer = 0; layer < kv.n_layers(); ++layer) {
-    for (int64_t h = 0; h < n_heads; ++h) {
-      auto& out = scores[static_cast<size_t>(layer * n_heads + h)];
-      out.resize(static_cast<size_t>(kv.head(layer, h).tokens()));
-      if (!compressor.press()) continue;  // dynakv: no press
-      compressor.press()->score(
-          {kv.head(layer, h), kv.recent_queries(layer), h * group, group, kv.next_position(), backend}, out);
-    }
+    for (int64_t h = 0; h < n_heads; ++h)
+      scores[static_cast<size_t>(layer * n_heads + h)].resize(
+          static_cast<size_t>(kv.head(layer, h).tokens()));
     if (!compressor.press() || !compressor.press()->shares_selection_across_heads()) continue;
     auto& first = scores[static_cast<size_t>(layer * n_heads)];
     for (int64_t h = 1; h < n_heads; ++h) {
@@ -392,7 +386,10 @@ class CompressionPlanTest : public ::testing::Test {
 
     std::string basis;  // written by rank 0 once its reference store is prefilled
     // One prefill per side: the context (all but the question tail), then the tail on a copy.
-    const kvstore::KvStoreOptions options{.query_window = kQueryWindow, .track_attention_mass = true};
+    const kvstore::KvStoreOptions options{.query_window = kQueryWindow,
+                                          .track_attention_mass = true,
+                                          .query_statistics_from = 4,
+                                          .keep_token_ids = true};
     const std::vector<TokenId> context(ids.begin(), ids.end() - kQuestionTokens);
     const std::vector<TokenId> question(ids.end() - kQuestionTokens, ids.end());
     context_kv_ = new kvstore::KvStore(sharded_->model->make_kv_store(options));
@@ -459,11 +456,16 @@ class CompressionPlanTest : public ::testing::Test {
     spec.params.head_profile = *profile_path_;
     spec.params.kv_basis = *basis_path_;
     spec.budget_tokens = budget;
-    auto made = engine::make_compressor(spec, *model.model, comm, testing::model_path(), *identity_);
+    auto made = engine::make_compressor(spec, *model.model, comm, testing::model_path(), *identity_,
+                                        *model.tokenizer);
     // The stores were built to serve every press.
     const auto needs = made->store_options();
     EXPECT_LE(needs.query_window, kQueryWindow) << method;
     EXPECT_TRUE(!needs.track_attention_mass || context_kv_->options().track_attention_mass) << method;
+    EXPECT_TRUE(needs.query_statistics_from < 0 ||
+                needs.query_statistics_from == context_kv_->options().query_statistics_from)
+        << method;
+    EXPECT_TRUE(!needs.keep_token_ids || context_kv_->options().keep_token_ids) << method;
     return made;
   }
   static std::unique_ptr<KvCompressor> sharded_compressor(const std::string& method, int64_t budget,
@@ -510,7 +512,6 @@ TEST_F(CompressionPlanTest, PromptFitsTheTest) {
 // the cutoff to within rounding (e.g. KNorm at layer 0, where a token repeated in the prompt has the
 // same key norm at every position, RoPE being a rotation). Each one is printed and counted.
 TEST_F(CompressionPlanTest, PlanEqualsOneRank) {
-  const int64_t group = sharded_->model->config().group_size();
   int64_t settings = 0, settings_with_flips = 0, flipped_heads = 0, flipped_tokens = 0;
   for (const auto& method : methods()) {
     for (const int64_t budget : budgets()) {
@@ -562,7 +563,7 @@ TEST_F(CompressionPlanTest, PlanEqualsOneRank) {
         continue;
       }
       const auto diff =
-          compare_plans(plan, expected, one_rank_scores(*reference, *ref_prompt_kv_, group), n_heads());
+          compare_plans(plan, expected, one_rank_scores(*reference, *ref_prompt_kv_), n_heads());
       EXPECT_EQ(diff.not_ties, 0) << "the sharded plan differs from the one-rank plan in " << diff.heads
                                   << " heads, not all on ties:" << diff.where;
       ++settings;
@@ -596,7 +597,6 @@ TEST_F(CompressionPlanTest, PlanEqualsOneRank) {
 // keeps whole chunks of 4 consecutive tokens but at most one (the last the allocator reached).
 TEST_F(CompressionPlanTest, ChunkPlanEqualsOneRank) {
   constexpr int64_t kChunk = 4;
-  const int64_t group = sharded_->model->config().group_size();
   for (const auto& method : methods()) {
     if (kvstore::is_dimension_method(method)) continue;
     const int64_t budget = budgets()[0];
@@ -613,7 +613,7 @@ TEST_F(CompressionPlanTest, ChunkPlanEqualsOneRank) {
     if (!coordinator()) continue;
     auto reference = reference_compressor(method, budget, kChunk);
     const KeepPlan expected = reference->plan(*ref_prompt_kv_, budget).kept;
-    const auto scores = one_rank_scores(*reference, *ref_prompt_kv_, group);
+    const auto scores = one_rank_scores(*reference, *ref_prompt_kv_);
     const auto diff = compare_plans(plan, expected, scores, n_heads());
     EXPECT_EQ(diff.not_ties, 0) << diff.heads << " heads differ, not all on ties:" << diff.where;
     // Whole chunks: per head, at most one chunk with some but not all of its candidates kept.
@@ -653,7 +653,7 @@ TEST_F(CompressionPlanTest, TieCheckRejectsARealDifference) {
   const int64_t budget = budgets()[0];
   auto reference = reference_compressor("snapkv", budget);
   const KeepPlan expected = reference->plan(*ref_prompt_kv_, budget).kept;
-  const auto scores = one_rank_scores(*reference, *ref_prompt_kv_, sharded_->model->config().group_size());
+  const auto scores = one_rank_scores(*reference, *ref_prompt_kv_);
   EXPECT_TRUE(compare_plans(expected, expected, scores, n_heads()).equal());
 
   const size_t i = static_cast<size_t>(5 * n_heads() + 1);

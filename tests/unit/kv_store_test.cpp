@@ -182,5 +182,61 @@ TEST(SegmentedAttention, MergedSegmentsEqualOneSegment) {
   for (int64_t j = 0; j < kGroup; ++j) EXPECT_NEAR(blocked_lse[j], one_lse[j], 1e-5f);
 }
 
+// mass_max (KVzip's probe): each token's mass becomes the largest probability any query and any
+// head of the group gives it, against a softmax by hand in double; decode (m = 1) and prefill paths,
+// blocks of 5, and a mass that starts above some probabilities keeps its value there.
+TEST(SegmentedAttention, MassMaxKeepsTheLargestProbability) {
+  constexpr int64_t kGroup = 3, kTokens = 12, kQueries = 4;
+  const auto keys = testing::normal_values(kTokens * kDim, 7),
+             values = testing::normal_values(kTokens * kDim, 8);
+  const auto q = testing::normal_values(kQueries * kGroup * kDim, 9);
+  const std::vector<int32_t> q_positions = {3, 7, 11, 11};
+  std::vector<int32_t> positions(kTokens);
+  for (int64_t t = 0; t < kTokens; ++t) positions[t] = static_cast<int32_t>(t);
+  kernels::cpu::CpuBackend backend;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(kDim));
+  for (const int64_t m : {int64_t{1}, kQueries}) {
+    std::vector<double> expected(kTokens, 0.05);  // the starting mass
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < kGroup; ++j) {
+        std::vector<double> logit(kTokens, -1e300);
+        double top = -1e300, sum = 0.0;
+        for (int64_t t = 0; t <= q_positions[i]; ++t) {
+          double dot = 0.0;
+          for (int64_t k = 0; k < kDim; ++k)
+            dot += double(q[(i * kGroup + j) * kDim + k]) * keys[t * kDim + k];
+          top = std::max(top, logit[t] = dot * scale);
+        }
+        for (int64_t t = 0; t <= q_positions[i]; ++t) sum += std::exp(logit[t] - top);
+        for (int64_t t = 0; t <= q_positions[i]; ++t)
+          expected[t] = std::max(expected[t], std::exp(logit[t] - top) / sum);
+      }
+    }
+    std::vector<float> mass(kTokens, 0.05f), out(static_cast<size_t>(m * kGroup * kDim));
+    std::vector<kernels::KvBlockView> views;
+    for (int64_t t = 0; t < kTokens; t += 5) {
+      views.push_back({keys.data() + t * kDim, values.data() + t * kDim, positions.data() + t,
+                       mass.data() + t, std::min<int64_t>(5, kTokens - t)});
+    }
+    kernels::HeadAttention a{};
+    a.q = q.data();
+    a.q_stride = kGroup * kDim;
+    a.out = out.data();
+    a.out_stride = kGroup * kDim;
+    a.blocks = views.data();
+    a.n_blocks = static_cast<int64_t>(views.size());
+    a.q_positions = q_positions.data();
+    a.m = m;
+    a.group = kGroup;
+    a.head_dim = kDim;
+    a.scale = scale;
+    a.track_mass = true;
+    a.mass_max = true;
+    backend.attention(a);
+    for (int64_t t = 0; t < kTokens; ++t)
+      EXPECT_NEAR(mass[t], expected[t], 1e-5) << "m " << m << " token " << t;
+  }
+}
+
 }  // namespace
 }  // namespace kvshrink
