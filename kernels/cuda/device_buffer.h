@@ -19,7 +19,9 @@ class DeviceBuffer {
     if (count_ > 0) KVSHRINK_CUDA_CHECK(cudaMalloc(&memory, count_ * sizeof(T)));
     data_ = static_cast<T*>(memory);
   }
-  explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) { upload(host); }
+  explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) {
+    if (!host.empty()) upload(host);
+  }
   DeviceBuffer(DeviceBuffer&& other) noexcept
       : data_(std::exchange(other.data_, nullptr)), count_(std::exchange(other.count_, 0)) {}
   DeviceBuffer& operator=(DeviceBuffer&& other) noexcept {

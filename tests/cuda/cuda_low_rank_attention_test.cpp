@@ -106,30 +106,25 @@ LowRankAttention call_arguments(const Call& c, const float* q, float* out, float
           1.0f / std::sqrt(static_cast<float>(c.head_dim))};
 }
 
-template <class T>
-DeviceBuffer<T> upload(const std::vector<T>& host) {
-  return host.empty() ? DeviceBuffer<T>(size_t{0}) : DeviceBuffer<T>(host);
-}
-
 // A call's arrays on the device, its buckets pointing there.
 struct DeviceCall {
   explicit DeviceCall(const Call& c)
-      : q(upload(c.q)),
-        out(upload(c.out)),
-        lse(upload(c.lse)),
-        key_basis(upload(c.key_basis)),
-        value_basis(upload(c.value_basis)),
-        q_positions(upload(c.q_positions)),
+      : q(c.q),
+        out(c.out),
+        lse(c.lse),
+        key_basis(c.key_basis),
+        value_basis(c.value_basis),
+        q_positions(c.q_positions),
         buckets(size_t{0}) {
     std::vector<LowRankBucket> host_buckets;
     for (const auto& bucket : c.buckets) {
-      keys.push_back(upload(bucket.keys));
-      values.push_back(upload(bucket.values));
-      positions.push_back(upload(bucket.positions));
+      keys.emplace_back(bucket.keys);
+      values.emplace_back(bucket.values);
+      positions.emplace_back(bucket.positions);
       host_buckets.push_back({keys.back().data(), values.back().data(), positions.back().data(),
                               static_cast<int64_t>(bucket.positions.size()), bucket.rank});
     }
-    buckets = upload(host_buckets);
+    buckets = DeviceBuffer<LowRankBucket>(host_buckets);
   }
   LowRankAttention arguments(const Call& c) {
     return call_arguments(c, q.data(), out.data(), lse.data(), buckets.data(), q_positions.data(),

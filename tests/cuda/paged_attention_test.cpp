@@ -124,30 +124,25 @@ HeadAttention call_arguments(const Call& c, const float* q, float* out, float* l
   return a;
 }
 
-template <class T>
-DeviceBuffer<T> upload(const std::vector<T>& host) {
-  return host.empty() ? DeviceBuffer<T>(size_t{0}) : DeviceBuffer<T>(host);
-}
-
 // A call's arrays on the device, its blocks' views pointing there.
 struct DeviceCall {
   explicit DeviceCall(const Call& c)
-      : q(upload(c.q)),
-        out(upload(c.out)),
-        lse(upload(c.lse)),
-        lse_reference(upload(c.lse_reference)),
-        q_positions(upload(c.q_positions)),
+      : q(c.q),
+        out(c.out),
+        lse(c.lse),
+        lse_reference(c.lse_reference),
+        q_positions(c.q_positions),
         views(size_t{0}) {
     std::vector<KvBlockView> host_views;
     for (const auto& block : c.blocks) {
-      keys.push_back(upload(block.keys));
-      values.push_back(upload(block.values));
-      mass.push_back(upload(block.mass));
-      positions.push_back(upload(block.positions));
+      keys.emplace_back(block.keys);
+      values.emplace_back(block.values);
+      mass.emplace_back(block.mass);
+      positions.emplace_back(block.positions);
       host_views.push_back({keys.back().data(), values.back().data(), positions.back().data(),
                             mass.back().data(), static_cast<int64_t>(block.positions.size())});
     }
-    views = upload(host_views);
+    views = DeviceBuffer<KvBlockView>(host_views);
   }
   HeadAttention arguments(const Call& c) {
     return call_arguments(c, q.data(), out.data(), lse.data(), lse_reference.data(), q_positions.data(),
