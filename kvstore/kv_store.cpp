@@ -40,6 +40,7 @@ void KvStore::clear() {
       statistics = QueryStatistics(statistics.q_heads(), head_dim_, options_.query_statistics_from);
     }
   }
+  token_ids_.clear();
   next_position_ = 0;
 }
 

@@ -93,6 +93,22 @@ TEST(KvMemoryPool, CapacityIsEnforcedAndBlocksReturn) {
   EXPECT_THROW(kvstore::KvMemoryPool(0, 100), std::invalid_argument);  // not a multiple of 64
 }
 
+// clear() forgets what a store kept beside its tokens: the token ids and the query statistics.
+TEST(KvStore, ClearForgetsTokenIdsAndQueryStatistics) {
+  kvstore::KvStore kv(1, 1, kDim, 1, {.query_statistics_from = 0, .keep_token_ids = true});
+  const std::vector<int32_t> ids = {7, 8, 9};
+  const auto query = testing::normal_values(kDim, 3);
+  kv.record_token_ids(ids);
+  kv.query_statistics(0).add(query.data(), 0);
+  kv.advance(3);
+  ASSERT_EQ(kv.token_ids(), ids);
+  kv.clear();
+  EXPECT_TRUE(kv.token_ids().empty());
+  EXPECT_EQ(kv.query_statistics(0).count(), 0);
+  EXPECT_TRUE(kv.query_statistics(0).tracked());
+  EXPECT_EQ(kv.next_position(), 0);
+}
+
 TEST(KvStore, AppendPastThePoolThrows) {
   auto pool = std::make_shared<kvstore::KvMemoryPool>(2 * block_bytes(), block_bytes());
   kvstore::KvStore kv(1, 1, kDim, 1, {}, pool);
