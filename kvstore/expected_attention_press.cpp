@@ -24,13 +24,20 @@ MeanRotation mean_rope_rotation(int64_t head_dim, float freq_base, int64_t from,
   return r;
 }
 
+namespace {
+
 // (x0, x1) -> (c x0 - s x1, s x0 + c x1), as RoPE rotates a pair
+void rotate_pair(double c, double s, double& x0, double& x1) {
+  const double a = x0, b = x1;
+  x0 = c * a - s * b;
+  x1 = s * a + c * b;
+}
+
+}  // namespace
+
 void rotate_mean(const MeanRotation& r, std::vector<double>& mu) {
-  for (size_t i = 0; i < r.cos_mean.size(); ++i) {
-    const double x0 = mu[2 * i], x1 = mu[2 * i + 1], c = r.cos_mean[i], s = r.sin_mean[i];
-    mu[2 * i] = c * x0 - s * x1;
-    mu[2 * i + 1] = s * x0 + c * x1;
-  }
+  for (size_t i = 0; i < r.cos_mean.size(); ++i)
+    rotate_pair(r.cos_mean[i], r.sin_mean[i], mu[2 * i], mu[2 * i + 1]);
 }
 
 // R cov (each column's pairs), then (R cov) R^T (each row's pairs)
@@ -38,20 +45,8 @@ void rotate_covariance(const MeanRotation& r, std::vector<double>& cov) {
   const auto d = static_cast<int64_t>(2 * r.cos_mean.size());
   for (size_t i = 0; i < r.cos_mean.size(); ++i) {
     const double c = r.cos_mean[i], s = r.sin_mean[i];
-    for (int64_t b = 0; b < d; ++b) {
-      double& top = cov[(2 * i) * d + b];
-      double& bottom = cov[(2 * i + 1) * d + b];
-      const double x0 = top, x1 = bottom;
-      top = c * x0 - s * x1;
-      bottom = s * x0 + c * x1;
-    }
-    for (int64_t a = 0; a < d; ++a) {
-      double& left = cov[a * d + 2 * i];
-      double& right = cov[a * d + 2 * i + 1];
-      const double x0 = left, x1 = right;
-      left = c * x0 - s * x1;
-      right = s * x0 + c * x1;
-    }
+    for (int64_t b = 0; b < d; ++b) rotate_pair(c, s, cov[(2 * i) * d + b], cov[(2 * i + 1) * d + b]);
+    for (int64_t a = 0; a < d; ++a) rotate_pair(c, s, cov[a * d + 2 * i], cov[a * d + 2 * i + 1]);
   }
 }
 

@@ -14,10 +14,8 @@ std::vector<std::vector<float>> reconstruction_attention(LlamaModel& model, cons
   options.track_attention_mass = true;
   options.attention_mass_max = true;            // KVzip's score: the largest attention a token gets
   auto probe = kv.copy_into(options, nullptr);  // nullptr: a pool of its own, unlimited
-  std::vector<int64_t> original_tokens(static_cast<size_t>(kv.n_layers() * kv.owned_kv_heads()));
   for (int64_t layer = 0; layer < kv.n_layers(); ++layer) {
     for (int64_t h = 0; h < kv.owned_kv_heads(); ++h) {
-      original_tokens[layer * kv.owned_kv_heads() + h] = kv.head(layer, h).tokens();
       for (const auto& segment : probe.head(layer, h).segments()) {
         for (int64_t i = 0; i < segment.tokens(); ++i) segment.mass(i) = 0.0f;
       }
@@ -27,13 +25,15 @@ std::vector<std::vector<float>> reconstruction_attention(LlamaModel& model, cons
   repeat.insert(repeat.end(), context.begin(), context.end());
   model.forward(repeat, probe, LogitsFor::kNone);
 
-  std::vector<std::vector<float>> out(original_tokens.size());
+  // kv's tokens of each head come first in the probe's (the copy keeps their order, the repeat is
+  // appended after them)
+  std::vector<std::vector<float>> out(static_cast<size_t>(kv.n_layers() * kv.owned_kv_heads()));
   for (int64_t layer = 0; layer < kv.n_layers(); ++layer) {
     for (int64_t h = 0; h < kv.owned_kv_heads(); ++h) {
       auto& scores = out[layer * kv.owned_kv_heads() + h];
-      const auto wanted = static_cast<size_t>(original_tokens[layer * kv.owned_kv_heads() + h]);
-      for (const auto& segment : probe.head(layer, h).segments()) {  // the originals come first
-        for (int64_t i = 0; i < segment.tokens() && scores.size() < wanted; ++i)
+      const auto originals = static_cast<size_t>(kv.head(layer, h).tokens());
+      for (const auto& segment : probe.head(layer, h).segments()) {
+        for (int64_t i = 0; i < segment.tokens() && scores.size() < originals; ++i)
           scores.push_back(segment.mass(i));
       }
     }
