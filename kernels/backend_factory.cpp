@@ -10,7 +10,6 @@
 #include "kernels/cpu/cpu_backend.h"
 #if defined(KVSHRINK_HAVE_CUDA)
 #include "kernels/cuda/cuda_backend.h"
-#include "kernels/cuda/cuda_devices.h"
 #endif
 
 namespace kvshrink::kernels {
@@ -32,10 +31,7 @@ std::unique_ptr<Backend> make_cuda(const BackendOptions& o) {
         "--matmul-activations q8 is an option of --device cpu (cuda multiplies f32 "
         "rows in its GEMV and f16 rows in cuBLAS)");
   }
-  std::string why_none;
-  const auto devices = static_cast<int>(cuda::cuda_devices(&why_none).size());
-  if (devices == 0) throw std::runtime_error("--device cuda: no CUDA device (" + why_none + ")");
-  return std::make_unique<cuda::CudaBackend>(o.node_local_rank % devices);
+  return std::make_unique<cuda::CudaBackend>(o.node_local_rank);
 }
 
 constexpr std::array<BackendEntry, 2> kBackends{{{"cpu", make_cpu}, {"cuda", make_cuda}}};

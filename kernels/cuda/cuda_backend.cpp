@@ -21,15 +21,13 @@ struct DeviceWeight {
 
 }  // namespace
 
-CudaBackend::CudaBackend(int device) : device_(device) {
+CudaBackend::CudaBackend(int node_local_rank) {
   std::string why_none;
   const auto devices = cuda_devices(&why_none);
   if (devices.empty()) throw std::runtime_error("--device cuda: no CUDA device (" + why_none + ")");
-  if (device < 0 || device >= static_cast<int>(devices.size())) {
-    throw std::runtime_error(
-        fmt::format("--device cuda: no CUDA device {} (this node has {})", device, devices.size()));
-  }
-  name_ = fmt::format("cuda:{} ({}; KV and attention on the host)", device, devices[device].name);
+  if (node_local_rank < 0) throw std::invalid_argument("CudaBackend: a negative node-local rank");
+  device_ = node_local_rank % static_cast<int>(devices.size());
+  name_ = fmt::format("cuda:{} ({}; KV and attention on the host)", device_, devices[device_].name);
   select_device();
   KVSHRINK_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   cublas_ = std::make_unique<CublasHandle>(stream_);

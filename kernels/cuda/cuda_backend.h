@@ -25,8 +25,10 @@ namespace kvshrink::kernels::cuda {
 
 class CudaBackend final : public Backend {
  public:
-  // On CUDA device `device`. Throws std::runtime_error when there is no such device (saying why).
-  explicit CudaBackend(int device);
+  // On CUDA device node_local_rank % (devices on this node), the rank's GPU as the data plane
+  // chooses it (comm/data_plane_choice.h). Throws std::runtime_error when there is no device
+  // (saying why).
+  explicit CudaBackend(int node_local_rank);
   ~CudaBackend() override;
   CudaBackend(const CudaBackend&) = delete;
   CudaBackend& operator=(const CudaBackend&) = delete;
@@ -57,7 +59,7 @@ class CudaBackend final : public Backend {
   const std::byte* device_weight(const Weight& w);
   void select_device() const;  // makes device_ current on the calling thread
 
-  int device_;
+  int device_ = 0;  // the CUDA device index
   std::string name_;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<CublasHandle> cublas_;
