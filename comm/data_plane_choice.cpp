@@ -21,7 +21,8 @@ DataPlaneChoice choose_data_plane(int local_rank, int local_size, int cuda_devic
     return choice;
   }
   choice.nccl = local_size <= cuda_devices;
-  choice.device = local_rank % cuda_devices;  // == local_rank with one GPU per rank
+  // == local_rank with one GPU per rank; kernels/cuda/cuda_backend.h picks the same device
+  choice.device = local_rank % cuda_devices;
   if (!choice.nccl) choice.notice = data_plane_notice(local_size, cuda_devices, "this node");
   return choice;
 }
