@@ -8,19 +8,21 @@
 #include <span>
 #include <string_view>
 
+#include "kernels/kv_dtype.h"
 #include "kernels/weight.h"
 
 namespace kvshrink::kernels {
 
 // A run of one head's full-dimension tokens in one KV block (kvstore/head_segment.h): keys and
-// values [n x head_dim] row-major (keys with RoPE applied), positions [n] ascending, and the
-// accumulated attention [n] when the store tracks it (else null).
+// values [n x head_dim] row-major of `dtype` elements (keys with RoPE applied), positions [n]
+// ascending, and the accumulated attention [n] when the store tracks it (else null).
 struct KvBlockView {
-  const float* keys;
-  const float* values;
+  const void* keys;
+  const void* values;
   const int32_t* positions;
   float* mass;
   int64_t n;
+  KvDtype dtype = KvDtype::kF32;  // the store's segments say f16 (its default)
 };
 
 // Attention of one KV head and the `group` query heads that read it, for m query tokens over
@@ -56,11 +58,12 @@ struct HeadAttention {
 
 // Tokens of one head held at `rank` coefficients in a basis (kvstore/low_rank_segment.h).
 struct LowRankBucket {
-  const float* key_coefficients;    // [n x rank]
-  const float* value_coefficients;  // [n x rank]
-  const int32_t* positions;         // [n]
+  const void* key_coefficients;    // [n x rank] of dtype
+  const void* value_coefficients;  // [n x rank] of dtype
+  const int32_t* positions;        // [n]
   int64_t n;
   int64_t rank;
+  KvDtype dtype = KvDtype::kF32;  // the store's blocks say f16 (its default)
 };
 
 // Attention of m query tokens over a head's rank buckets, all in one basis. Post-RoPE keys: the

@@ -13,8 +13,9 @@ namespace kvshrink::kernels {
 
 struct BackendOptions {
   MatmulActivations matmul_activations = MatmulActivations::kF32;  // --matmul-activations (cpu only)
-  std::string device = "cpu";  // --device: "cpu" or "cuda" (kernels/devices.h: default_device())
-  int node_local_rank = 0;     // the CUDA backend runs on device node_local_rank % devices on the node
+  std::string device = "cpu";        // --device: "cpu" or "cuda" (kernels/devices.h: default_device())
+  int node_local_rank = 0;           // the CUDA backend runs on device node_local_rank % devices on the node
+  KvDtype kv_dtype = KvDtype::kF16;  // --kv-dtype: the element type of the KV cache attention reads
 };
 
 // A backend for options.device: "cpu" (host memory, OpenBLAS and the compute threads) or, in a

@@ -99,6 +99,7 @@ void ExpectedAttentionPress::score(const HeadScoringInput& input, std::span<floa
   std::vector<float> keys;  // the non-sink tokens' [n x d]
   std::vector<size_t> at;   // their index in scores
   std::vector<double> value_norms;
+  std::vector<float> value(static_cast<size_t>(d));
   size_t t = 0;
   for (const auto& segment : input.head.segments()) {
     for (int64_t i = 0; i < segment.tokens(); ++i, ++t) {
@@ -106,11 +107,12 @@ void ExpectedAttentionPress::score(const HeadScoringInput& input, std::span<floa
         scores[t] = kAlwaysKeep;
         continue;
       }
-      keys.insert(keys.end(), segment.key(i), segment.key(i) + d);
+      keys.resize(keys.size() + static_cast<size_t>(d));
+      segment.read_key(i, keys.data() + keys.size() - d);
+      segment.read_value(i, value.data());
       at.push_back(t);
       double squares = 0.0;
-      for (int64_t k = 0; k < d; ++k)
-        squares += static_cast<double>(segment.value(i)[k]) * segment.value(i)[k];
+      for (int64_t k = 0; k < d; ++k) squares += static_cast<double>(value[k]) * value[k];
       value_norms.push_back(std::sqrt(squares));
     }
   }

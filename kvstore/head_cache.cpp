@@ -6,9 +6,9 @@
 
 namespace kvshrink::kvstore {
 
-HeadCache::HeadCache(int64_t head_dim, bool track_mass, KvMemoryPool& pool)
-    : head_dim_(head_dim), track_mass_(track_mass), pool_(&pool) {
-  segments_.emplace_back(head_dim, track_mass, pool);
+HeadCache::HeadCache(int64_t head_dim, kernels::KvDtype dtype, bool track_mass, KvMemoryPool& pool)
+    : head_dim_(head_dim), dtype_(dtype), track_mass_(track_mass), pool_(&pool) {
+  segments_.emplace_back(head_dim, dtype, track_mass, pool);
 }
 
 int64_t HeadCache::tokens() const {
@@ -68,7 +68,7 @@ void HeadCache::check_kept(std::span<const int32_t> kept) const {
 
 HeadSegment HeadCache::gather(std::span<const int32_t> kept, bool track_mass, KvMemoryPool& pool) const {
   check_kept(kept);
-  HeadSegment out(head_dim_, track_mass, pool);
+  HeadSegment out(head_dim_, dtype_, track_mass, pool);
   size_t segment = 0;
   int64_t segment_begin = 0;  // token index of segments_[segment]'s first token
   for (const int32_t index : kept) {
@@ -99,12 +99,12 @@ void HeadCache::compact(std::span<const int32_t> kept) {
     segments_[s].clear();
   }
   segments_.erase(segments_.begin() + 1, segments_.end());
-  segments_.emplace_back(head_dim_, track_mass_, *pool_);
+  segments_.emplace_back(head_dim_, dtype_, track_mass_, *pool_);
 }
 
 HeadCache HeadCache::compacted_copy(std::span<const int32_t> kept, bool track_mass,
                                     KvMemoryPool& pool) const {
-  HeadCache copy(head_dim_, track_mass, pool);
+  HeadCache copy(head_dim_, dtype_, track_mass, pool);
   copy.segments_.insert(copy.segments_.begin(), gather(kept, track_mass, pool));
   copy.low_rank_ = low_rank_;  // blocks are immutable: the copy shares them
   return copy;
@@ -113,7 +113,7 @@ HeadCache HeadCache::compacted_copy(std::span<const int32_t> kept, bool track_ma
 void HeadCache::clear() {
   low_rank_.clear();
   segments_.clear();
-  segments_.emplace_back(head_dim_, track_mass_, *pool_);
+  segments_.emplace_back(head_dim_, dtype_, track_mass_, *pool_);
 }
 
 }  // namespace kvshrink::kvstore

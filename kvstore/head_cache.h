@@ -18,7 +18,8 @@ namespace kvshrink::kvstore {
 
 class HeadCache {
  public:
-  HeadCache(int64_t head_dim, bool track_mass, KvMemoryPool& pool);
+  // Full-dimension tokens (and the low-rank blocks compression adds) hold `dtype` elements.
+  HeadCache(int64_t head_dim, kernels::KvDtype dtype, bool track_mass, KvMemoryPool& pool);
   HeadCache(HeadCache&&) = default;
   HeadCache& operator=(HeadCache&&) = default;
 
@@ -31,6 +32,7 @@ class HeadCache {
   int64_t tokens() const;
   int64_t low_rank_tokens() const;
   int64_t head_dim() const { return head_dim_; }
+  kernels::KvDtype dtype() const { return dtype_; }
   KvMemoryPool& pool() const { return *pool_; }
   uint64_t bytes_held() const;
   // Bytes of the pool blocks held (low-rank blocks shared by several heads count their share).
@@ -57,6 +59,7 @@ class HeadCache {
   HeadSegment gather(std::span<const int32_t> kept, bool track_mass, KvMemoryPool& pool) const;
 
   int64_t head_dim_;
+  kernels::KvDtype dtype_;
   bool track_mass_;
   KvMemoryPool* pool_;
   std::vector<HeadSegment> segments_;  // never empty; back() is the tail

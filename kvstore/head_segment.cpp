@@ -3,17 +3,25 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstring>
 #include <stdexcept>
+
+#include "kernels/cpu/kv_elements.h"
 
 namespace kvshrink::kvstore {
 
-HeadSegment::HeadSegment(int64_t head_dim, bool track_mass, KvMemoryPool& pool)
-    : head_dim_(head_dim), track_mass_(track_mass), pool_(&pool) {
-  if (pool.block_bytes() != block_bytes(head_dim)) {
-    throw std::invalid_argument(
-        fmt::format("KV pool blocks of {} bytes do not fit head dimension {} ({} bytes)", pool.block_bytes(),
-                    head_dim, block_bytes(head_dim)));
+HeadSegment::HeadSegment(int64_t head_dim, kernels::KvDtype dtype, bool track_mass, KvMemoryPool& pool)
+    : head_dim_(head_dim), dtype_(dtype), track_mass_(track_mass), pool_(&pool) {
+  if (pool.block_bytes() != block_bytes(head_dim, dtype)) {
+    throw std::invalid_argument(fmt::format(
+        "KV pool blocks of {} bytes do not fit head dimension {} at {} ({} bytes)", pool.block_bytes(),
+        head_dim, kernels::kv_dtype_name(dtype), block_bytes(head_dim, dtype)));
   }
+}
+
+void HeadSegment::grow() {
+  if (tokens_ == static_cast<int64_t>(blocks_.size()) * kBlockTokens) blocks_.push_back(pool_->allocate());
+  mass(tokens_) = 0.0f;
 }
 
 void HeadSegment::append(const float* key, const float* value, int32_t position) {
@@ -21,19 +29,39 @@ void HeadSegment::append(const float* key, const float* value, int32_t position)
     throw std::logic_error(
         fmt::format("HeadSegment: position {} after {}", position, this->position(tokens_ - 1)));
   }
-  if (tokens_ == static_cast<int64_t>(blocks_.size()) * kBlockTokens) blocks_.push_back(pool_->allocate());
-  const int64_t block = tokens_ / kBlockTokens;
-  const int64_t slot = tokens_ % kBlockTokens;
-  std::copy_n(key, head_dim_, keys_of(block) + slot * head_dim_);
-  std::copy_n(value, head_dim_, values_of(block) + slot * head_dim_);
-  positions_of(block)[slot] = position;
-  mass_of(block)[slot] = 0.0f;
+  grow();
+  kernels::cpu::kv_from_f32(key, dtype_, key_at(tokens_), head_dim_);
+  kernels::cpu::kv_from_f32(value, dtype_, value_at(tokens_), head_dim_);
+  positions_of(tokens_ / kBlockTokens)[tokens_ % kBlockTokens] = position;
   ++tokens_;
 }
 
 void HeadSegment::append_from(const HeadSegment& from, int64_t index) {
-  append(from.key(index), from.value(index), from.position(index));
+  if (from.dtype_ != dtype_ || from.head_dim_ != head_dim_) {
+    std::vector<float> key(static_cast<size_t>(from.head_dim_)), value(key.size());
+    from.read_key(index, key.data());
+    from.read_value(index, value.data());
+    append(key.data(), value.data(), from.position(index));
+  } else {
+    if (tokens_ > 0 && from.position(index) <= position(tokens_ - 1)) {
+      throw std::logic_error(
+          fmt::format("HeadSegment: position {} after {}", from.position(index), position(tokens_ - 1)));
+    }
+    grow();
+    std::memcpy(key_at(tokens_), from.key_at(index), static_cast<size_t>(row_bytes()));
+    std::memcpy(value_at(tokens_), from.value_at(index), static_cast<size_t>(row_bytes()));
+    positions_of(tokens_ / kBlockTokens)[tokens_ % kBlockTokens] = from.position(index);
+    ++tokens_;
+  }
   if (track_mass_ && from.track_mass_) mass(tokens_ - 1) = from.mass(index);
+}
+
+void HeadSegment::read_key(int64_t i, float* out) const {
+  kernels::cpu::kv_to_f32(key_at(i), dtype_, out, head_dim_);
+}
+
+void HeadSegment::read_value(int64_t i, float* out) const {
+  kernels::cpu::kv_to_f32(value_at(i), dtype_, out, head_dim_);
 }
 
 void HeadSegment::clear() {
@@ -46,11 +74,9 @@ void HeadSegment::retain(std::span<const int64_t> indices) {
     const auto from = indices[j];
     const auto to = static_cast<int64_t>(j);
     if (from == to) continue;
-    const int64_t block = to / kBlockTokens;
-    const int64_t slot = to % kBlockTokens;
-    std::copy_n(key(from), head_dim_, keys_of(block) + slot * head_dim_);
-    std::copy_n(value(from), head_dim_, values_of(block) + slot * head_dim_);
-    positions_of(block)[slot] = position(from);
+    std::memcpy(key_at(to), key_at(from), static_cast<size_t>(row_bytes()));
+    std::memcpy(value_at(to), value_at(from), static_cast<size_t>(row_bytes()));
+    positions_of(to / kBlockTokens)[to % kBlockTokens] = position(from);
     mass(to) = mass(from);
   }
   tokens_ = static_cast<int64_t>(indices.size());
@@ -59,13 +85,13 @@ void HeadSegment::retain(std::span<const int64_t> indices) {
 
 std::vector<float> HeadSegment::keys() const {
   std::vector<float> out(static_cast<size_t>(tokens_ * head_dim_));
-  for (int64_t i = 0; i < tokens_; ++i) std::copy_n(key(i), head_dim_, out.data() + i * head_dim_);
+  for (int64_t i = 0; i < tokens_; ++i) read_key(i, out.data() + i * head_dim_);
   return out;
 }
 
 std::vector<float> HeadSegment::values() const {
   std::vector<float> out(static_cast<size_t>(tokens_ * head_dim_));
-  for (int64_t i = 0; i < tokens_; ++i) std::copy_n(value(i), head_dim_, out.data() + i * head_dim_);
+  for (int64_t i = 0; i < tokens_; ++i) read_value(i, out.data() + i * head_dim_);
   return out;
 }
 
@@ -78,7 +104,7 @@ std::vector<int32_t> HeadSegment::positions() const {
 void HeadSegment::block_views(std::vector<kernels::KvBlockView>& out) const {
   for (int64_t b = 0; b < static_cast<int64_t>(blocks_.size()); ++b) {
     const int64_t n = std::min(kBlockTokens, tokens_ - b * kBlockTokens);
-    out.push_back({keys_of(b), values_of(b), positions_of(b), track_mass_ ? mass_of(b) : nullptr, n});
+    out.push_back({keys_of(b), values_of(b), positions_of(b), track_mass_ ? mass_of(b) : nullptr, n, dtype_});
   }
 }
 

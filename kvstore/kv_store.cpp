@@ -10,21 +10,24 @@
 namespace kvshrink::kvstore {
 
 namespace {
-std::shared_ptr<KvMemoryPool> pool_or_own(std::shared_ptr<KvMemoryPool> pool, int64_t head_dim) {
-  return pool ? std::move(pool) : std::make_shared<KvMemoryPool>(0, HeadSegment::block_bytes(head_dim));
+std::shared_ptr<KvMemoryPool> pool_or_own(std::shared_ptr<KvMemoryPool> pool, int64_t head_dim,
+                                          kernels::KvDtype dtype) {
+  return pool ? std::move(pool)
+              : std::make_shared<KvMemoryPool>(0, HeadSegment::block_bytes(head_dim, dtype));
 }
 }  // namespace
 
 KvStore::KvStore(int64_t n_layers, int64_t owned_kv_heads, int64_t head_dim, int64_t owned_q_heads,
-                 const KvStoreOptions& options, std::shared_ptr<KvMemoryPool> pool)
+                 const KvStoreOptions& options, std::shared_ptr<KvMemoryPool> pool, kernels::KvDtype dtype)
     : n_layers_(n_layers),
       owned_kv_heads_(owned_kv_heads),
       head_dim_(head_dim),
+      dtype_(dtype),
       options_(options),
-      pool_(pool_or_own(std::move(pool), head_dim)) {
+      pool_(pool_or_own(std::move(pool), head_dim, dtype)) {
   heads_.reserve(static_cast<size_t>(n_layers * owned_kv_heads));
   for (int64_t i = 0; i < n_layers * owned_kv_heads; ++i)
-    heads_.emplace_back(head_dim, options.track_attention_mass, *pool_);
+    heads_.emplace_back(head_dim, dtype, options.track_attention_mass, *pool_);
   queries_.assign(static_cast<size_t>(n_layers),
                   RecentQueries(options.query_window, owned_q_heads * head_dim));
   statistics_.assign(static_cast<size_t>(n_layers),
@@ -63,7 +66,7 @@ uint64_t KvStore::block_bytes_held() const {
 }
 
 uint64_t KvStore::full_bytes() const {
-  const uint64_t per_token = 2 * head_dim_ * sizeof(float) + sizeof(int32_t);
+  const uint64_t per_token = HeadSegment::bytes_per_token(head_dim_, kernels::KvDtype::kF16);
   return heads_.size() * per_token * static_cast<uint64_t>(next_position_);
 }
 
@@ -87,7 +90,7 @@ KvStore KvStore::compacted_copy(const LocalKeepPlan& plan, const KvStoreOptions&
 KvStore KvStore::compacted_copy_into(const LocalKeepPlan& plan, const KvStoreOptions& options,
                                      std::shared_ptr<KvMemoryPool> pool) const {
   check_plan_shape(plan, heads_.size());
-  KvStore copy(n_layers_, owned_kv_heads_, head_dim_, 0, options, std::move(pool));
+  KvStore copy(n_layers_, owned_kv_heads_, head_dim_, 0, options, std::move(pool), dtype_);
   for (size_t i = 0; i < heads_.size(); ++i)
     copy.heads_[i] = heads_[i].compacted_copy(plan[i], options.track_attention_mass, *copy.pool_);
   copy.queries_ = queries_;

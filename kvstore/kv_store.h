@@ -44,8 +44,11 @@ using LocalKeepPlan = std::vector<std::vector<int32_t>>;
 
 class KvStore {
  public:
+  // K/V (and low-rank coefficients) held as `dtype` elements; a pool must have blocks of
+  // HeadSegment::block_bytes(head_dim, dtype).
   KvStore(int64_t n_layers, int64_t owned_kv_heads, int64_t head_dim, int64_t owned_q_heads,
-          const KvStoreOptions& options = {}, std::shared_ptr<KvMemoryPool> pool = nullptr);
+          const KvStoreOptions& options = {}, std::shared_ptr<KvMemoryPool> pool = nullptr,
+          kernels::KvDtype dtype = kernels::KvDtype::kF16);
   KvStore(KvStore&& other) noexcept = default;
   KvStore& operator=(KvStore&&) = delete;
   KvStore(const KvStore&) = delete;
@@ -70,6 +73,7 @@ class KvStore {
   int64_t n_layers() const { return n_layers_; }
   int64_t owned_kv_heads() const { return owned_kv_heads_; }
   int64_t head_dim() const { return head_dim_; }
+  kernels::KvDtype dtype() const { return dtype_; }
   // Positions appended so far (the next token goes at this position).
   int64_t next_position() const { return next_position_; }
   void advance(int64_t tokens) { next_position_ += tokens; }
@@ -81,10 +85,11 @@ class KvStore {
   // Bytes of the pool blocks this store holds (>= bytes_held(): blocks fill token by token).
   uint64_t block_bytes_held() const;
   KvMemoryPool& pool() const { return *pool_; }
-  // What this store would hold for every position so far at full dimension (the denominator of
-  // every "share of full KV" figure).
+  // What this store would hold for every position so far at full dimension in 16-bit elements,
+  // whatever its own dtype (the denominator of every "share of full KV" figure, as peers count it).
   uint64_t full_bytes() const;
 
+  // Copies keep this store's dtype.
   // Keeps only the planned tokens in every head and frees the rest.
   void compact(const LocalKeepPlan& plan);
   // A new store for the same sequence holding only the planned tokens (this one is unchanged);
@@ -105,6 +110,7 @@ class KvStore {
   int64_t n_layers_;
   int64_t owned_kv_heads_;
   int64_t head_dim_;
+  kernels::KvDtype dtype_;
   KvStoreOptions options_;
   int64_t next_position_ = 0;
   std::shared_ptr<KvMemoryPool> pool_;       // before heads_: destroyed after them, so blocks go back to it

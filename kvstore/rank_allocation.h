@@ -11,10 +11,15 @@
 #include <span>
 #include <vector>
 
+#include "kernels/kv_dtype.h"
+
 namespace kvshrink::kvstore {
 
-// Word costs of a token at rank r: K and V coefficients plus its position (0 at rank 0).
-inline double rank_cost(int64_t rank) { return rank == 0 ? 0.0 : 2.0 * static_cast<double>(rank) + 1.0; }
+// Bytes of a token at rank r held as dtype elements: K and V coefficients plus its 4-byte position
+// (0 at rank 0; rank head_dim costs what a full-dimension token does).
+inline double rank_cost(int64_t rank, kernels::KvDtype dtype) {
+  return rank == 0 ? 0.0 : static_cast<double>(2 * rank * kernels::kv_dtype_bytes(dtype) + 4);
+}
 
 // Option index per item. losses [items x options]: +infinity forbids an option (every item needs one
 // finite option). Throws std::invalid_argument for bad shapes, negative or NaN losses, and

@@ -30,6 +30,23 @@ void add_model_options(CLI::App& cmd, std::string& model, int64_t& context_size,
          "quantized to 8 bits with a scale, in integer dot products (llama.cpp's CPU numerics)")
       ->default_str("f32")
       ->check(CLI::IsMember(kernels::matmul_activation_names()));
+  cmd.add_option_function<std::string>(
+         "--kv-dtype",
+         [&backend](const std::string& name) { backend.kv_dtype = kernels::kv_dtype_from_name(name); },
+         "Element type of the KV cache (K, V and low-rank coefficients): f16, or f32 at twice the bytes "
+         "per token; attention accumulates in f32 either way. \"% of full KV\" counts 16-bit bytes; "
+         "--budget counts tokens")
+      ->default_str("f16")
+      ->check(CLI::Validator(
+          [](const std::string& name) -> std::string {
+            try {
+              kernels::kv_dtype_from_name(name);
+              return "";
+            } catch (const std::invalid_argument& e) {
+              return e.what();
+            }
+          },
+          "f16|f32"));
   backend.device = kernels::default_device();
   cmd.add_option("--device", backend.device,
                  "Compute device: cpu, or cuda (each rank on its node-local rank's GPU; the weights and "

@@ -16,7 +16,7 @@ class Communicator;
 
 namespace kvshrink::launch {
 
-// --model (required), --ctx-size, --batch-size, --matmul-activations, --device.
+// --model (required), --ctx-size, --batch-size, --matmul-activations, --kv-dtype, --device.
 void add_model_options(CLI::App& cmd, std::string& model, int64_t& context_size, int64_t& batch_size,
                        kernels::BackendOptions& backend);
 // --temperature, --top-k, --top-p, --seed.

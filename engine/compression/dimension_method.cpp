@@ -60,11 +60,12 @@ std::vector<float> DimensionMethod::predicted_importance(const kvstore::HeadCach
   out.reserve(static_cast<size_t>(head.tokens()));
   for (const auto& segment : head.segments()) {
     std::vector<float> keys = segment.keys();
+    const std::vector<float> values = segment.values();
     const std::vector<int32_t> positions = segment.positions();
     unrotate_keys(keys.data(), positions.data(), segment.tokens(), d, bases_[index]->rope_base, backend);
     for (int64_t i = 0; i < segment.tokens(); ++i) {
       const float log_importance =
-          predict_importance(predictors_[index], keys.data() + i * d, segment.value(i), d);
+          predict_importance(predictors_[index], keys.data() + i * d, values.data() + i * d, d);
       out.push_back(std::exp(std::clamp(log_importance, -30.0f, 30.0f)));
     }
   }
@@ -126,8 +127,8 @@ void DimensionMethod::solve(const DimensionInput& in, std::vector<std::vector<in
   const int64_t width = features_per_token();
   const auto n_options = static_cast<int64_t>(options_.size());
   std::vector<double> costs;
-  for (const int32_t r : options_) costs.push_back(kvstore::rank_cost(r));
-  const double full_cost = kvstore::rank_cost(in.head_dim);
+  for (const int32_t r : options_) costs.push_back(kvstore::rank_cost(r, in.dtype));
+  const double full_cost = kvstore::rank_cost(in.head_dim, in.dtype);
   kept.assign(static_cast<size_t>(heads), {});
   ranks.assign(static_cast<size_t>(heads), {});
 
@@ -196,7 +197,7 @@ void DimensionMethod::solve(const DimensionInput& in, std::vector<std::vector<in
     double budget = 0.0;
     for (int64_t g = h; g < h + group; ++g) {
       budget += scores.empty() ? share * static_cast<double>(in.next_position) * full_cost -
-                                     static_cast<double>(in.low_rank_words[static_cast<size_t>(g)])
+                                     static_cast<double>(in.low_rank_bytes[static_cast<size_t>(g)])
                                : static_cast<double>(in.budget_tokens) * full_cost;
     }
     std::vector<int32_t> choice;

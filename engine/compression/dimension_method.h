@@ -30,9 +30,9 @@ enum class DimensionKind { kMixedDim, kDynaKv };
 
 struct DimensionConfig {
   DimensionKind kind = DimensionKind::kMixedDim;
-  std::vector<int32_t> ranks;  // candidate ranks, ascending, each in [1, head_dim]
-  double rate = 15.0 / 32.0;   // snapkv+dynakv: mean share of dimensions the kept tokens keep
-  int64_t window = 32;         // DynaKV without a press: the most recent tokens keep the top rank
+  std::vector<int32_t> ranks;        // candidate ranks, ascending, each in [1, head_dim]
+  double rate = 15.0 / 32.0;         // snapkv+dynakv: mean share of dimensions the kept tokens keep
+  int64_t window = 32;               // DynaKV without a press: the most recent tokens keep the top rank
   std::vector<double> head_weights;  // [n_layers * n_kv_heads] MixedDimKV-H; empty = every head 1
   // DynaKV with the joint basis of a layer's kv heads: one eviction and one rank per token for all
   // heads of the layer, ranks counted in the joint latent (candidate rank x n_kv_heads).
@@ -47,14 +47,15 @@ struct DimensionInput {
   int64_t n_layers = 0;
   int64_t n_heads = 0;
   int64_t head_dim = 0;
-  int64_t budget_tokens = 0;  // mean token-equivalents per head (a full-dimension token = 1)
-  int64_t next_position = 0;  // positions of the sequence so far
-  std::span<const std::vector<float>> scores;    // the press's; empty per head without a press
+  int64_t budget_tokens = 0;                   // mean token-equivalents per head (a full-dimension token = 1)
+  int64_t next_position = 0;                   // positions of the sequence so far
+  std::span<const std::vector<float>> scores;  // the press's; empty per head without a press
   std::span<const std::vector<float>> features;  // local_features() of the head's owner
   // DynaKV: the tokens the press kept (all when there is no press), ascending
   std::span<const std::vector<int32_t>> kept;
-  // Words (rank_cost units) each head already holds in low-rank segments (decode-time DynaKV)
-  std::span<const int64_t> low_rank_words;
+  // Bytes each head already holds in low-rank segments (decode-time DynaKV)
+  std::span<const int64_t> low_rank_bytes;
+  kernels::KvDtype dtype = kernels::KvDtype::kF16;  // the store's: what a token at each rank costs
 };
 
 class DimensionMethod {
@@ -85,7 +86,7 @@ class DimensionMethod {
 
  private:
   std::vector<float> predicted_importance(const kvstore::HeadCache& head, size_t index,
-                                         kernels::Backend& backend) const;
+                                          kernels::Backend& backend) const;
   std::vector<float> pack_features(std::span<const float> errors, std::span<const float> importance) const;
 
   DimensionConfig config_;

@@ -87,7 +87,7 @@ std::vector<std::vector<int32_t>> all_tokens(std::span<const int64_t> counts) {
 
 }  // namespace
 
-// Token counts of this rank's heads: [heads] full-dimension tokens, then [heads] words held in
+// Token counts of this rank's heads: [heads] full-dimension tokens, then [heads] bytes held in
 // low-rank segments (heads = n_layers x n_kv_heads of the model; other ranks' entries 0).
 std::vector<int64_t> KvCompressor::local_counts(const kvstore::KvStore& kv) const {
   const auto& config = model_.config();
@@ -100,7 +100,7 @@ std::vector<int64_t> KvCompressor::local_counts(const kvstore::KvStore& kv) cons
       const auto index = static_cast<size_t>(layer * n_heads + shard.kv_heads.begin + h);
       counts[index] = head.tokens();
       for (const auto& segment : head.low_rank()) {
-        counts[counts.size() / 2 + index] += static_cast<int64_t>(segment.bytes_held() / sizeof(float));
+        counts[counts.size() / 2 + index] += static_cast<int64_t>(segment.bytes_held());
       }
     }
   }
@@ -141,17 +141,17 @@ std::vector<int64_t> KvCompressor::rank_floats(std::span<const int64_t> counts) 
 // Rank 0: the plan of one store from everything gathered for it (rank r's block, in rank order,
 // is [layer][its heads][scores, features]), packed as [kept count per head..., kept indices of
 // head 0, head 1, ..., their ranks in the same order]. Throws for a budget the method cannot meet.
-std::vector<int32_t> KvCompressor::solve(std::span<const int64_t> counts_and_words,
+std::vector<int32_t> KvCompressor::solve(std::span<const int64_t> counts_and_bytes,
                                          std::span<const float> gathered, int64_t next_position,
                                          int64_t budget_tokens) const {
   const auto& config = model_.config();
   const int64_t n_layers = config.n_layers;
   const int64_t n_heads = config.n_head_kv;
   const int tp = comm_.world().size;
-  const auto half = counts_and_words.size() / 2;
-  const std::span<const int64_t> counts = counts_and_words.first(half);
-  const std::vector<int64_t> low_rank_words(counts_and_words.begin() + static_cast<ptrdiff_t>(half),
-                                            counts_and_words.end());
+  const auto half = counts_and_bytes.size() / 2;
+  const std::span<const int64_t> counts = counts_and_bytes.first(half);
+  const std::vector<int64_t> low_rank_bytes(counts_and_bytes.begin() + static_cast<ptrdiff_t>(half),
+                                            counts_and_bytes.end());
   const int64_t score_width = press_ ? 1 : 0;
   const int64_t feature_width = token_width() - score_width;
   std::vector<std::vector<float>> scores(static_cast<size_t>(n_layers * n_heads));
@@ -201,8 +201,8 @@ std::vector<int32_t> KvCompressor::solve(std::span<const int64_t> counts_and_wor
     }
   }
   if (dimensions_) {
-    const DimensionInput input{n_layers, n_heads, config.head_dim, budget_tokens, next_position, scores,
-                               features, kept,    low_rank_words};
+    const DimensionInput input{n_layers, n_heads, config.head_dim, budget_tokens,    next_position, scores,
+                               features, kept,    low_rank_bytes,  model_.kv_dtype()};
     std::vector<std::vector<int32_t>> dimension_kept;
     dimensions_->solve(input, dimension_kept, ranks);
     kept = std::move(dimension_kept);
@@ -301,7 +301,7 @@ void plan_all(std::span<PlanJob> jobs, comm::Communicator& comm) {
     counts.insert(counts.end(), local.begin(), local.end());
   }
   comm.all_reduce_max(counts);
-  std::vector<std::span<const int64_t>> job_counts;  // [job]: its heads' counts, then low-rank words
+  std::vector<std::span<const int64_t>> job_counts;  // [job]: its heads' counts, then low-rank bytes
   for (size_t j = 0; j < jobs.size(); ++j) {
     job_counts.push_back(
         std::span<const int64_t>(counts).subspan(count_offset[j], jobs[j].compressor->local_counts_size()));

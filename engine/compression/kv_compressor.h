@@ -105,7 +105,7 @@ class KvCompressor {
   int64_t token_width() const;
   std::vector<float> local_inputs(const kvstore::KvStore& kv) const;
   std::vector<int64_t> rank_floats(std::span<const int64_t> counts) const;
-  std::vector<int32_t> solve(std::span<const int64_t> counts_and_words, std::span<const float> gathered,
+  std::vector<int32_t> solve(std::span<const int64_t> counts_and_bytes, std::span<const float> gathered,
                              int64_t next_position, int64_t budget_tokens) const;
   CompressionPlan unpack(std::span<const int32_t> packed) const;
 

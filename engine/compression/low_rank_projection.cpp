@@ -132,9 +132,9 @@ kvstore::HeadCache mixed_dimension_copy(const kvstore::HeadCache& head, std::spa
     const auto keys = keys_in_basis_space(tokens.keys().data(), positions.data(), n, *basis, backend);
     const auto key_coefficients = project_rows(keys.data(), n, basis->key, d, rank, backend);
     const auto value_coefficients = project_rows(tokens.values().data(), n, basis->value, d, rank, backend);
-    out.add_low_rank({basis, std::make_shared<kvstore::LowRankBlock>(rank, 1, key_coefficients.data(),
-                                                                     value_coefficients.data(),
-                                                                     positions.data(), n, head.pool())});
+    out.add_low_rank({basis, std::make_shared<kvstore::LowRankBlock>(
+                                 rank, 1, head.dtype(), key_coefficients.data(), value_coefficients.data(),
+                                 positions.data(), n, head.pool())});
   }
   return out;
 }
@@ -159,7 +159,7 @@ void concatenated_rows(std::span<const kvstore::HeadCache* const> heads, const J
                                                  segment.tokens(), *basis.heads[h], backend);
       for (int64_t i = 0; i < segment.tokens(); ++i) {
         std::copy_n(head_keys.data() + i * d, d, keys.data() + (t0 + i) * basis.dim + h * d);
-        std::copy_n(segment.value(i), d, values.data() + (t0 + i) * basis.dim + h * d);
+        segment.read_value(i, values.data() + (t0 + i) * basis.dim + h * d);
       }
       t0 += segment.tokens();
     }
@@ -210,9 +210,9 @@ std::vector<kvstore::HeadCache> joint_dimension_copy(std::span<const kvstore::He
     const auto key_coefficients = project_rows(keys.data(), n, basis.key, basis.dim, rank, backend);
     const auto value_coefficients = project_rows(values.data(), n, basis.value, basis.dim, rank, backend);
     const auto positions = parts[0].segments().front().positions();
-    const auto block = std::make_shared<const kvstore::LowRankBlock>(rank, n_heads, key_coefficients.data(),
-                                                                     value_coefficients.data(),
-                                                                     positions.data(), n, heads[0]->pool());
+    const auto block = std::make_shared<const kvstore::LowRankBlock>(
+        rank, n_heads, heads[0]->dtype(), key_coefficients.data(), value_coefficients.data(),
+        positions.data(), n, heads[0]->pool());
     for (int64_t h = 0; h < n_heads; ++h) out[static_cast<size_t>(h)].add_low_rank({basis.heads[h], block});
   }
   return out;

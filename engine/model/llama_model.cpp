@@ -15,13 +15,14 @@
 namespace kvshrink::engine {
 
 LlamaModel::LlamaModel(const GgufFile& file, comm::Communicator& comm, kernels::Backend& backend,
-                       int64_t max_batch)
+                       int64_t max_batch, kernels::KvDtype kv_dtype)
     : config_(LlamaConfig::from_gguf(file)),
       shard_(shard_layout(config_, comm.world().size, comm.world().rank)),
       weights_(LlamaWeights::load(file, config_, shard_)),
       comm_(comm),
       backend_(backend),
-      max_batch_(max_batch) {
+      max_batch_(max_batch),
+      kv_dtype_(kv_dtype) {
   const auto m = static_cast<size_t>(max_batch);
   const auto d = static_cast<size_t>(config_.head_dim);
   hidden_.resize(m * config_.n_embd);
@@ -40,7 +41,7 @@ LlamaModel::LlamaModel(const GgufFile& file, comm::Communicator& comm, kernels::
 kvstore::KvStore LlamaModel::make_kv_store(const kvstore::KvStoreOptions& options,
                                            std::shared_ptr<kvstore::KvMemoryPool> pool) const {
   return kvstore::KvStore(config_.n_layers, shard_.kv_heads.size(), config_.head_dim, shard_.q_heads.size(),
-                          options, std::move(pool));
+                          options, std::move(pool), kv_dtype_);
 }
 
 void LlamaModel::check_batch(std::span<const SequenceRows> batch) const {

@@ -39,13 +39,15 @@ struct SequenceRows {
 class LlamaModel {
  public:
   // Loads this rank's shard of the weights (rank and size from comm.world()).
+  // Its KV stores hold kv_dtype elements.
   LlamaModel(const GgufFile& file, comm::Communicator& comm, kernels::Backend& backend,
-             int64_t max_batch = 512);
+             int64_t max_batch = 512, kernels::KvDtype kv_dtype = kernels::KvDtype::kF16);
 
   const LlamaConfig& config() const { return config_; }
   const ShardLayout& shard() const { return shard_; }
   uint64_t weight_bytes() const { return weights_.bytes(); }
   int64_t max_batch() const { return max_batch_; }
+  kernels::KvDtype kv_dtype() const { return kv_dtype_; }
   kernels::Backend& backend() const { return backend_; }
 
   // Wall time spent in attention over the KV store (all layers and heads of this rank) since the
@@ -53,8 +55,8 @@ class LlamaModel {
   double attention_seconds() const { return attention_seconds_; }
   void reset_attention_seconds() { attention_seconds_ = 0.0; }
 
-  // An empty KV store for one sequence, holding this rank's kv heads, its tokens in blocks of
-  // `pool` (null: a pool of its own, unlimited).
+  // An empty KV store for one sequence, holding this rank's kv heads as kv_dtype(), its tokens in
+  // blocks of `pool` (null: a pool of its own, unlimited).
   kvstore::KvStore make_kv_store(const kvstore::KvStoreOptions& options = {},
                                  std::shared_ptr<kvstore::KvMemoryPool> pool = nullptr) const;
 
@@ -127,6 +129,7 @@ class LlamaModel {
   comm::Communicator& comm_;
   kernels::Backend& backend_;
   int64_t max_batch_;
+  kernels::KvDtype kv_dtype_;
   double attention_seconds_ = 0.0;
 
   // One layer's attention over the KV store, planned for every (sequence, own kv head) of the step

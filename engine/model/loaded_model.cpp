@@ -23,7 +23,8 @@ LoadedModel load_model(const std::string& path, comm::Communicator& comm, int64_
     auto options = backend;
     options.node_local_rank = comm.world().local_rank;
     loaded.backend = kernels::make_backend(options);
-    loaded.model = std::make_unique<LlamaModel>(file, comm, *loaded.backend, max_batch);  // checks arch first
+    loaded.model = std::make_unique<LlamaModel>(file, comm, *loaded.backend, max_batch,
+                                                options.kv_dtype);  // checks arch first
     loaded.tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_gguf(file));
     loaded.path = path;
     loaded.identity = model_identity(file, loaded.model->config());

@@ -33,7 +33,7 @@ Engine::Engine(const EngineOptions& options, comm::Communicator& control, comm::
   const auto& config = loaded_.model->config();
   context_size_ = context_size_or_default(options.context_size, config, control_);
   const uint64_t capacity = options.kv_memory != 0 ? options.kv_memory : default_kv_memory(control.world());
-  const uint64_t block_bytes = kvstore::HeadSegment::block_bytes(config.head_dim);
+  const uint64_t block_bytes = kvstore::HeadSegment::block_bytes(config.head_dim, loaded_.model->kv_dtype());
   comm::check_all(control_, capacity >= block_bytes,
                   fmt::format("--kv-memory {} bytes holds no KV block ({} bytes)", capacity, block_bytes));
   pool_ = std::make_shared<kvstore::KvMemoryPool>(capacity, block_bytes, loaded_.backend.get());

@@ -9,6 +9,7 @@
 
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/head_attention.h"
+#include "kernels/cpu/kv_elements.h"
 #include "kernels/cpu/packed_gemm_q8.h"
 #include "kernels/cpu/packed_gemm_small_threads.h"
 #include "kernels/cpu/packed_gemv.h"
@@ -159,9 +160,22 @@ void CpuBackend::low_rank_attention(std::span<const LowRankAttention> batch) {
 void CpuBackend::window_attention_mean(const float* q, int64_t q_stride, const int32_t* q_positions,
                                        int64_t n_queries, int64_t group, int64_t head_dim, float scale,
                                        std::span<const KvBlockView> blocks, float* out) {
+  // KeyBlock keys are f32: f16 blocks are widened into one buffer first.
+  int64_t widened_size = 0;
+  for (const auto& block : blocks) widened_size += block.dtype == KvDtype::kF32 ? 0 : block.n * head_dim;
+  std::vector<float> widened(static_cast<size_t>(widened_size));
   std::vector<KeyBlock> keys;
   keys.reserve(blocks.size());
-  for (const auto& block : blocks) keys.push_back({block.keys, block.positions, block.n});
+  float* next = widened.data();
+  for (const auto& block : blocks) {
+    if (block.dtype == KvDtype::kF32) {
+      keys.push_back({static_cast<const float*>(block.keys), block.positions, block.n});
+      continue;
+    }
+    kv_to_f32(block.keys, block.dtype, next, block.n * head_dim);
+    keys.push_back({next, block.positions, block.n});
+    next += block.n * head_dim;
+  }
   cpu::window_attention_mean(q, q_stride, q_positions, n_queries, group, head_dim, scale, keys, out);
 }
 

@@ -21,6 +21,9 @@ struct AttentionScratch {
   // rebuilt keys [bucket tokens x d], outputs [m*group x d], positions of every bucket's tokens
   std::vector<float> lr_queries, lr_latent, lr_keys, lr_out;
   std::vector<int32_t> lr_positions;
+  // low rank over f16 buckets: their coefficients widened to f32, and the buckets pointing there
+  std::vector<float> lr_coefficients;
+  std::vector<LowRankBucket> lr_buckets;
 };
 
 // The calling thread's scratch.

@@ -1,5 +1,6 @@
 // low_rank_head_attention (kernels/cpu/head_attention.h): attention over a head's rank buckets, the
-// query projected and the values projected back once per head and step.
+// query projected and the values projected back once per head and step. f16 coefficients are
+// widened to f32 once per call.
 #include <cblas.h>
 
 #include <algorithm>
@@ -7,19 +8,46 @@
 #include <limits>
 
 #include "kernels/cpu/head_attention.h"
+#include "kernels/cpu/kv_elements.h"
 #include "kernels/cpu/rope.h"
 #include "kernels/cpu/vector_math.h"
 
 namespace kvshrink::kernels::cpu {
+namespace {
+
+// a's buckets with f32 coefficients: f16 buckets widened into s.lr_coefficients, f32 ones as they are.
+const LowRankBucket* f32_buckets(const LowRankAttention& a, AttentionScratch& s) {
+  int64_t widened = 0;
+  for (int64_t b = 0; b < a.n_buckets; ++b) {
+    if (a.buckets[b].dtype != KvDtype::kF32) widened += 2 * a.buckets[b].n * a.buckets[b].rank;
+  }
+  s.lr_coefficients.resize(static_cast<size_t>(widened));
+  s.lr_buckets.assign(a.buckets, a.buckets + a.n_buckets);
+  float* next = s.lr_coefficients.data();
+  for (auto& bucket : s.lr_buckets) {
+    if (bucket.dtype == KvDtype::kF32) continue;
+    const int64_t count = bucket.n * bucket.rank;
+    kv_to_f32(bucket.key_coefficients, bucket.dtype, next, count);
+    kv_to_f32(bucket.value_coefficients, bucket.dtype, next + count, count);
+    bucket.key_coefficients = next;
+    bucket.value_coefficients = next + count;
+    bucket.dtype = KvDtype::kF32;
+    next += 2 * count;
+  }
+  return s.lr_buckets.data();
+}
+
+}  // namespace
 
 void low_rank_head_attention(const LowRankAttention& a, AttentionScratch& s) {
+  const LowRankBucket* buckets = f32_buckets(a, s);
   const int64_t d = a.head_dim;
   const int64_t rows = a.m * a.group;  // query heads of all tokens, [token][head]
   int64_t r_max = 0;
   int64_t n = 0;  // tokens of every bucket: columns of the score rows, bucket after bucket
   for (int64_t b = 0; b < a.n_buckets; ++b) {
-    r_max = std::max(r_max, a.buckets[b].rank);
-    n += a.buckets[b].n;
+    r_max = std::max(r_max, buckets[b].rank);
+    n += buckets[b].n;
   }
   const auto gemm = [](CBLAS_TRANSPOSE tb, int64_t mm, int64_t nn, int64_t kk, float alpha, const float* x,
                        int64_t ldx, const float* y, int64_t ldy, float beta, float* z, int64_t ldz) {
@@ -49,21 +77,22 @@ void low_rank_head_attention(const LowRankAttention& a, AttentionScratch& s) {
   // Scores: bucket b fills columns [column, column + n_b) of every row.
   int64_t column = 0;
   for (int64_t b = 0; b < a.n_buckets; ++b) {
-    const auto& bucket = a.buckets[b];
+    const auto& bucket = buckets[b];
     const int64_t r = bucket.rank;
     std::copy_n(bucket.positions, bucket.n, s.lr_positions.data() + column);
     if (bucket.n == 0) continue;
+    const auto* key_coefficients = static_cast<const float*>(bucket.key_coefficients);
     if (a.pre_rope_keys) {
       // keys [n_b x d] = Z_k [n_b x r] . U_k[:r], rotated to their positions; scores = scale * Q . keys^T
       s.lr_keys.resize(static_cast<size_t>(bucket.n * d));
-      gemm(CblasNoTrans, bucket.n, d, r, 1.0f, bucket.key_coefficients, r, a.key_basis, d, 0.0f,
-           s.lr_keys.data(), d);
+      gemm(CblasNoTrans, bucket.n, d, r, 1.0f, key_coefficients, r, a.key_basis, d, 0.0f, s.lr_keys.data(),
+           d);
       rope(s.lr_keys.data(), bucket.n, 1, d, bucket.positions, a.rope_base);
       gemm(CblasTrans, rows, bucket.n, d, a.scale, s.lr_queries.data(), d, s.lr_keys.data(), d, 0.0f,
            s.scores.data() + column, n);
     } else if (a.m == 1) {  // decode: read each token's coefficients once for the whole group
       for (int64_t t = 0; t < bucket.n; ++t) {
-        const float* z = bucket.key_coefficients + t * r;
+        const float* z = key_coefficients + t * r;
         for (int64_t row = 0; row < rows; ++row) {
           const float* qz = s.lr_latent.data() + row * r_max;
           float dot = 0.0f;
@@ -73,8 +102,8 @@ void low_rank_head_attention(const LowRankAttention& a, AttentionScratch& s) {
         }
       }
     } else {
-      gemm(CblasTrans, rows, bucket.n, r, a.scale, s.lr_latent.data(), r_max, bucket.key_coefficients, r,
-           0.0f, s.scores.data() + column, n);
+      gemm(CblasTrans, rows, bucket.n, r, a.scale, s.lr_latent.data(), r_max, key_coefficients, r, 0.0f,
+           s.scores.data() + column, n);
     }
     column += bucket.n;
   }
@@ -103,12 +132,13 @@ void low_rank_head_attention(const LowRankAttention& a, AttentionScratch& s) {
   std::fill(s.lr_latent.begin(), s.lr_latent.end(), 0.0f);
   column = 0;
   for (int64_t b = 0; b < a.n_buckets; ++b) {
-    const auto& bucket = a.buckets[b];
+    const auto& bucket = buckets[b];
     const int64_t r = bucket.rank;
     if (bucket.n == 0) continue;
+    const auto* value_coefficients = static_cast<const float*>(bucket.value_coefficients);
     if (a.m == 1) {
       for (int64_t t = 0; t < bucket.n; ++t) {
-        const float* z = bucket.value_coefficients + t * r;
+        const float* z = value_coefficients + t * r;
         for (int64_t row = 0; row < rows; ++row) {
           const float p = s.scores[static_cast<size_t>(row * n + column + t)];
           float* acc = s.lr_latent.data() + row * r_max;
@@ -117,8 +147,8 @@ void low_rank_head_attention(const LowRankAttention& a, AttentionScratch& s) {
         }
       }
     } else {
-      gemm(CblasNoTrans, rows, r, bucket.n, 1.0f, s.scores.data() + column, n, bucket.value_coefficients, r,
-           1.0f, s.lr_latent.data(), r_max);
+      gemm(CblasNoTrans, rows, r, bucket.n, 1.0f, s.scores.data() + column, n, value_coefficients, r, 1.0f,
+           s.lr_latent.data(), r_max);
     }
     column += bucket.n;
   }

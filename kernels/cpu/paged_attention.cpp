@@ -1,6 +1,6 @@
-// Attention over a head's KV blocks (kernels/backend.h HeadAttention). Decode (one query token)
-// reads the blocks in place; prefill gathers the blocks' visible tokens into contiguous scratch
-// once per call and multiplies query blocks against them with SGEMM.
+// Attention over a head's KV blocks (kernels/backend.h HeadAttention), f16 or f32 elements
+// accumulated in f32. Decode (one query token) reads the blocks in place; prefill gathers the blocks' visible
+// tokens into contiguous scratch once per call and multiplies query blocks against them with SGEMM.
 #include <cblas.h>
 
 #include <algorithm>
@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "kernels/cpu/head_attention.h"
+#include "kernels/cpu/kv_elements.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/cpu/vector_math.h"
 
@@ -26,29 +27,30 @@ int64_t visible_tokens(const HeadAttention& a, int32_t last) {
   return n;
 }
 
-// Decode over one KV block, rows of head_dim = NV * kLanes floats held in NV registers (NV = 0:
-// any head_dim, plain loops). scores: the block's columns of the [group x n] score rows.
-template <int NV>
+// Decode over one KV block of T elements (float, or uint16_t IEEE halves widened on load), rows
+// of head_dim = NV * kLanes floats held in NV registers (NV = 0: any head_dim, plain loops).
+// scores: the block's columns of the [group x n] score rows.
+template <int NV, typename T>
 struct BlockKernels {
   // scores[j * n + t] = scale * q_j . key t, for the group's heads j and the block's first count tokens
-  static void scores(const HeadAttention& a, const float* keys, int64_t count, float* scores, int64_t n) {
+  static void scores(const HeadAttention& a, const T* keys, int64_t count, float* scores, int64_t n) {
     const int64_t d = a.head_dim;
     for (int64_t j = 0; j < a.group; ++j) {
       const float* q = a.q + j * d;
       float* row = scores + j * n;
       if constexpr (NV == 0) {
         for (int64_t t = 0; t < count; ++t) {
-          const float* key = keys + t * d;
+          const T* key = keys + t * d;
           float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
-          for (int64_t k = 0; k < d; ++k) dot += q[k] * key[k];
+          for (int64_t k = 0; k < d; ++k) dot += q[k] * element_f32(key[k]);
           row[t] = dot * a.scale;
         }
       } else {
         Vec qv[NV];
         for (int c = 0; c < NV; ++c) qv[c] = vload(q + c * kLanes);
         for (int64_t t = 0; t < count; ++t) {
-          const float* key = keys + t * d;
+          const T* key = keys + t * d;
           Vec acc = vzero();
           for (int c = 0; c < NV; ++c) acc = vfma(qv[c], vload(key + c * kLanes), acc);
           row[t] = vsum(acc) * a.scale;
@@ -58,8 +60,8 @@ struct BlockKernels {
   }
 
   // out_j += sum over the block's first count tokens t of probs[j * n + t] * inv_sum[j] * value t
-  static void values(const HeadAttention& a, const float* values, int64_t count, const float* probs,
-                     int64_t n, const float* inv_sum) {
+  static void values(const HeadAttention& a, const T* values, int64_t count, const float* probs, int64_t n,
+                     const float* inv_sum) {
     const int64_t d = a.head_dim;
     for (int64_t j = 0; j < a.group; ++j) {
       float* out = a.out + j * d;
@@ -67,9 +69,9 @@ struct BlockKernels {
       if constexpr (NV == 0) {
         for (int64_t t = 0; t < count; ++t) {
           const float pt = p[t] * inv_sum[j];
-          const float* value = values + t * d;
+          const T* value = values + t * d;
 #pragma omp simd
-          for (int64_t k = 0; k < d; ++k) out[k] += pt * value[k];
+          for (int64_t k = 0; k < d; ++k) out[k] += pt * element_f32(value[k]);
         }
       } else {
         Vec acc[NV];
@@ -113,7 +115,7 @@ void softmax_rows(const HeadAttention& a, float* scores, int64_t n, float* inv_s
 // One query token (decode): the group's query heads share each cached key and value, so every K/V
 // block is read from memory once per group (then from L1 for the other heads); one pass over the
 // blocks for the scores, one for the values.
-template <int NV>
+template <int NV, typename T>
 void decode_attention(const HeadAttention& a, AttentionScratch& s) {
   const int64_t d = a.head_dim;
   const int64_t n = visible_tokens(a, a.q_positions[0]);
@@ -127,35 +129,42 @@ void decode_attention(const HeadAttention& a, AttentionScratch& s) {
   s.scores.resize(static_cast<size_t>(a.group * n));
   float* scores = s.scores.data();  // [group x n]
   for (int64_t b = 0, t = 0; t < n; t += a.blocks[b++].n) {
-    BlockKernels<NV>::scores(a, a.blocks[b].keys, std::min(a.blocks[b].n, n - t), scores + t, n);
+    BlockKernels<NV, T>::scores(a, static_cast<const T*>(a.blocks[b].keys), std::min(a.blocks[b].n, n - t),
+                                scores + t, n);
   }
   s.inv_sums.resize(static_cast<size_t>(a.group));
   softmax_rows(a, scores, n, s.inv_sums.data());
   if (!a.out) return;
   for (int64_t b = 0, t = 0; t < n; t += a.blocks[b++].n) {
-    BlockKernels<NV>::values(a, a.blocks[b].values, std::min(a.blocks[b].n, n - t), scores + t, n,
-                             s.inv_sums.data());
+    BlockKernels<NV, T>::values(a, static_cast<const T*>(a.blocks[b].values), std::min(a.blocks[b].n, n - t),
+                                scores + t, n, s.inv_sums.data());
   }
 }
 
 // decode_attention with the head_dim's rows in registers where it is a small multiple of kLanes.
+template <typename T>
 void decode_attention_any(const HeadAttention& a, AttentionScratch& s) {
   switch (a.head_dim % kLanes == 0 ? a.head_dim / kLanes : 0) {
     case 2:
-      return decode_attention<2>(a, s);
+      return decode_attention<2, T>(a, s);
     case 4:
-      return decode_attention<4>(a, s);
+      return decode_attention<4, T>(a, s);
     case 8:
-      return decode_attention<8>(a, s);
+      return decode_attention<8, T>(a, s);
     case 16:
-      return decode_attention<16>(a, s);
+      return decode_attention<16, T>(a, s);
     default:
-      return decode_attention<0>(a, s);
+      return decode_attention<0, T>(a, s);
   }
 }
 
-// s.keys, s.values, s.positions [n_kv] = the tokens every query of the call can see; s.mass
-// zeroed when the call tracks mass.
+// The blocks of one call come from one segment: one element type.
+KvDtype blocks_dtype(const HeadAttention& a) {
+  return a.n_blocks > 0 ? a.blocks[0].dtype : KvDtype::kF32;
+}
+
+// s.keys, s.values (as f32), s.positions [n_kv] = the tokens every query of the call can see;
+// s.mass zeroed when the call tracks mass.
 void gather_blocks(const HeadAttention& a, AttentionScratch& s) {
   const int64_t d = a.head_dim;
   const int32_t last = *std::max_element(a.q_positions, a.q_positions + a.m);
@@ -165,8 +174,8 @@ void gather_blocks(const HeadAttention& a, AttentionScratch& s) {
   s.positions.resize(static_cast<size_t>(n));
   for (int64_t b = 0, t = 0; t < n; ++b) {
     const int64_t take = std::min(a.blocks[b].n, n - t);
-    std::copy_n(a.blocks[b].keys, take * d, s.keys.data() + t * d);
-    std::copy_n(a.blocks[b].values, take * d, s.values.data() + t * d);
+    kv_to_f32(a.blocks[b].keys, a.blocks[b].dtype, s.keys.data() + t * d, take * d);
+    kv_to_f32(a.blocks[b].values, a.blocks[b].dtype, s.values.data() + t * d, take * d);
     std::copy_n(a.blocks[b].positions, take, s.positions.data() + t);
     t += take;
   }
@@ -249,7 +258,11 @@ void prefill_attention(const HeadAttention& a, AttentionScratch& s) {
 
 void head_attention(const HeadAttention& a, AttentionScratch& s) {
   if (a.m == 1) {
-    decode_attention_any(a, s);
+    if (blocks_dtype(a) == KvDtype::kF16) {
+      decode_attention_any<uint16_t>(a, s);
+    } else {
+      decode_attention_any<float>(a, s);
+    }
     return;
   }
   gather_blocks(a, s);

@@ -13,6 +13,10 @@
 #include <immintrin.h>
 #endif
 
+#include <cstdint>
+
+#include "kernels/cpu/dequantize.h"
+
 namespace kvshrink::kernels::cpu {
 
 #if defined(__AVX512F__) && defined(__F16C__)
@@ -27,6 +31,9 @@ inline Vec vset1(float x) {
 }
 inline Vec vload(const float* p) {
   return _mm512_loadu_ps(p);
+}
+inline Vec vload(const uint16_t* p) {  // kLanes IEEE halves, widened
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 inline void vstore(float* p, Vec v) {
   _mm512_storeu_ps(p, v);
@@ -50,6 +57,9 @@ inline Vec vset1(float x) {
 inline Vec vload(const float* p) {
   return _mm256_loadu_ps(p);
 }
+inline Vec vload(const uint16_t* p) {  // kLanes IEEE halves, widened
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
 inline void vstore(float* p, Vec v) {
   _mm256_storeu_ps(p, v);
 }
@@ -72,6 +82,9 @@ inline Vec vset1(float x) {
 }
 inline Vec vload(const float* p) {
   return *p;
+}
+inline Vec vload(const uint16_t* p) {
+  return fp16_to_fp32(*p);
 }
 inline void vstore(float* p, Vec v) {
   *p = v;

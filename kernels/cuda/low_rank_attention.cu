@@ -4,6 +4,7 @@
 #include <string>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/kv_elements.cuh"
 #include "kernels/cuda/low_rank_attention.h"
 
 namespace kvshrink::kernels::cuda {
@@ -42,7 +43,7 @@ struct WarpState {
 
 // q . RoPE(U_k[:r]^T z, position), to every lane of the warp: lane takes the pairs (2p, 2p+1),
 // p = lane + 32c; an odd head_dim's last component stays unrotated, as kernels/cpu/rope.cpp.
-__device__ float rebuilt_key_dot(const LowRankAttention& a, const Shared& s, const float* z, int64_t r,
+__device__ float rebuilt_key_dot(const LowRankAttention& a, const Shared& s, const KvRow& z, int64_t r,
                                  int32_t position) {
   const int d = static_cast<int>(a.head_dim);
   float dot = 0.0f;
@@ -67,7 +68,7 @@ __device__ float rebuilt_key_dot(const LowRankAttention& a, const Shared& s, con
 }
 
 // q_z[:r] . z, to every lane of the warp.
-__device__ float latent_key_dot(const Shared& s, const float* z, int64_t r) {
+__device__ float latent_key_dot(const Shared& s, const KvRow& z, int64_t r) {
   float dot = 0.0f;
   for (int64_t k = threadIdx.x % kWarp; k < r; k += kWarp) dot += s.q_basis[k] * z[k];
   return warp_sum(dot);
@@ -83,7 +84,7 @@ __device__ WarpState attend_buckets(const LowRankAttention& a, const Shared& s, 
     for (int64_t t = warp; t < bucket.n; t += kWarps) {
       const int32_t position = bucket.positions[t];
       if (position > q_position) continue;
-      const float* z_key = bucket.key_coefficients + t * r;
+      const KvRow z_key{bucket.key_coefficients, t * r, bucket.dtype};
       const float dot =
           a.pre_rope_keys ? rebuilt_key_dot(a, s, z_key, r, position) : latent_key_dot(s, z_key, r);
       const float score = dot * a.scale;
@@ -91,7 +92,7 @@ __device__ WarpState attend_buckets(const LowRankAttention& a, const Shared& s, 
       const float correction = rescale(st.max, new_max), p = expf(score - new_max);
       st.sum = st.sum * correction + p;
       st.max = new_max;
-      const float* z_value = bucket.value_coefficients + t * r;
+      const KvRow z_value{bucket.value_coefficients, t * r, bucket.dtype};
 #pragma unroll
       for (int c = 0; c < kDimsPerLane; ++c) {
         const int k = lane + c * kWarp;

@@ -6,7 +6,8 @@
 // point to, and every pointer in them (q, out, lse, q_positions, key_basis, value_basis, each
 // bucket's coefficients and positions) are device memory; the caller has copied the structs there.
 // The host reads none of it and passes `shape`, bounds on every call's fields (a call beyond them,
-// or with a bucket rank above its head_dim, is skipped, left unwritten: a caller bug).
+// or with a bucket rank above its head_dim, is skipped, left unwritten: a caller bug). Coefficients
+// are f16 or f32 as each bucket's dtype says, read as f32 (kernels/cuda/kv_elements.cuh).
 //
 // One thread block of 4 warps per (call, query token, query head); a warp takes every 4th token of
 // the buckets, with an online softmax over the scores (post-RoPE keys: q_z[:r] . z_k, q_z = U_k q

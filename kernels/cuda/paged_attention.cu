@@ -5,6 +5,7 @@
 #include <string>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/kv_elements.cuh"
 #include "kernels/cuda/paged_attention.h"
 
 namespace kvshrink::kernels::cuda {
@@ -109,8 +110,8 @@ __device__ void load_kv_tile(PrefillTiles& s, const KvBlockView& block, int64_t 
                              bool values) {
   for (int i = threadIdx.x; i < count * d; i += kPrefillThreads) {
     const int t = i / d, k = i % d;
-    s.k[t][k] = block.keys[(first + t) * d + k];
-    if (values) s.v[t][k] = block.values[(first + t) * d + k];
+    s.k[t][k] = kv_element(block.keys, block.dtype, (first + t) * d + k);
+    if (values) s.v[t][k] = kv_element(block.values, block.dtype, (first + t) * d + k);
   }
   if (threadIdx.x < count) s.k_positions[threadIdx.x] = block.positions[first + threadIdx.x];
 }
@@ -234,7 +235,7 @@ __device__ WarpState decode_tokens(const HeadAttention& a, const float (&q)[kDim
   for (int64_t t = begin; t < end && at.block < a.n_blocks; ++t, next_token(a, at)) {
     const KvBlockView& block = a.blocks[at.block];
     if (block.positions[at.offset] > last) break;
-    const float* key = block.keys + at.offset * d;
+    const KvRow key{block.keys, at.offset * d, block.dtype};
     float dot = 0.0f;
 #pragma unroll
     for (int c = 0; c < kDimsPerLane; ++c) {
@@ -247,7 +248,7 @@ __device__ WarpState decode_tokens(const HeadAttention& a, const float (&q)[kDim
     st.sum = st.sum * correction + p;
     st.max = new_max;
     if (!a.out) continue;
-    const float* value = block.values + at.offset * d;
+    const KvRow value{block.values, at.offset * d, block.dtype};
 #pragma unroll
     for (int c = 0; c < kDimsPerLane; ++c) {
       const int k = lane + c * kWarp;
@@ -342,7 +343,7 @@ struct MassTiles {
   float queries[kMassRows][kPadded];  // query rows r = i * group + j (token i, head j), times scale
   float row_lse[kMassRows];           // their log-denominators; -inf: the row adds nothing
   int32_t row_positions[kMassRows];
-  const float* token_keys[kMassTokens];
+  KvRow token_keys[kMassTokens];  // the tokens' keys in their blocks
   float* token_mass[kMassTokens];
   int32_t token_positions[kMassTokens];
   int token_count;  // tokens of the tile within the call
@@ -355,7 +356,7 @@ __device__ void find_mass_tokens(const HeadAttention& a, int64_t first, MassTile
   int count = 0;
   for (; count < kMassTokens && at.block < a.n_blocks; ++count, next_token(a, at)) {
     const KvBlockView& block = a.blocks[at.block];
-    s.token_keys[count] = block.keys + at.offset * a.head_dim;
+    s.token_keys[count] = {block.keys, at.offset * a.head_dim, block.dtype};
     s.token_mass[count] = block.mass + at.offset;
     s.token_positions[count] = block.positions[at.offset];
   }

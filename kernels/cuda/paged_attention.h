@@ -9,7 +9,8 @@
 // scratch. Calls may differ in head_dim, group, m and tokens within those bounds. The bounds must
 // hold (a call beyond max_head_dim, max_group or max_m is skipped, left unwritten; one beyond
 // max_tokens loses its later tokens in decode and in the mass). Within a call, positions ascend
-// across blocks (as the kvstore keeps them), and a track_mass call's blocks have mass.
+// across blocks (as the kvstore keeps them), and a track_mass call's blocks have mass. Keys and
+// values are f16 or f32 as each block's dtype says, read as f32 (kernels/cuda/kv_elements.cuh).
 //
 // Kernels, one stream, no host synchronisation (scratch from cudaMallocAsync, freed in order):
 //   prefill (m > 1): one thread block per (call, tile of 32 queries, query head): the call's keys

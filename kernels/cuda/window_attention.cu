@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/kv_elements.cuh"
 #include "kernels/cuda/window_attention.h"
 
 namespace kvshrink::kernels::cuda {
@@ -58,7 +59,7 @@ __global__ void __launch_bounds__(kLseThreads)
     const KvBlockView block = blocks[b];
     if (block.n > 0 && block.positions[0] > last) break;  // positions ascend
     for (int64_t t = warp; t < block.n && block.positions[t] <= last; t += kLseWarps) {
-      const float* key = block.keys + t * d;
+      const KvRow key{block.keys, t * d, block.dtype};
       float dot = 0.0f;
 #pragma unroll
       for (int c = 0; c < kDimsPerLane; ++c) {
@@ -122,7 +123,7 @@ __global__ void __launch_bounds__(kTokenThreads)
   const int d = static_cast<int>(rows.head_dim), count = static_cast<int>(tile.count);
   __shared__ TokenTiles s;
   for (int i = threadIdx.x; i < count * d; i += kTokenThreads)
-    s.keys[i / d][i % d] = block.keys[(tile.first + i / d) * d + i % d];
+    s.keys[i / d][i % d] = kv_element(block.keys, block.dtype, (tile.first + i / d) * d + i % d);
   if (threadIdx.x < count) s.token_positions[threadIdx.x] = block.positions[tile.first + threadIdx.x];
   const int token = threadIdx.x % kTileTokens, lane = threadIdx.x / kTileTokens;
   float mean = 0.0f;

@@ -5,7 +5,8 @@
 //
 // Device-memory contract: q, q_positions, out and each block's keys and positions are device
 // memory; the KvBlockView array `blocks` itself is host memory (as the Backend's span holds it),
-// copied to the device here with the tile list. The blocks' values and mass are not read.
+// copied to the device here with the tile list. The blocks' values and mass are not read; keys are
+// f16 or f32 as each block's dtype says, read as f32 (kernels/cuda/kv_elements.cuh).
 //
 // Two kernels, one stream, no host synchronisation (scratch from cudaMallocAsync, freed in order):
 //   one thread block of 4 warps per (query, head): its log-denominator over the tokens it sees;

@@ -1,9 +1,11 @@
 // The device low-rank attention (kernels/cuda/low_rank_attention.h) against the CPU backend on the
 // same inputs, at head_dim 64 and 128: post- and pre-RoPE keys, group 1 and 3, decode (m 1) and
 // prefill (m 4, 5), rank buckets of ranks 8, 24, head_dim / 2 and head_dim (and an empty one) with
-// their positions interleaved, queries that see no token (lse -inf, out 0). Tolerances (f32 sums in
-// other orders, expf against the CPU's fast exp): out 1e-5 relative + 1e-6 absolute; lse 1e-5
-// absolute (-inf exactly). The refusals run without a device; the rest is skipped without one.
+// their positions interleaved, queries that see no token (lse -inf, out 0). Coefficients f32, and
+// a batch with them stored as f16 against the CPU backend on f32 copies of the rounded values.
+// Tolerances (f32 sums in other orders, expf against the CPU's fast exp): out 1e-5 relative (1e-4
+// for f16) + 1e-6 absolute; lse 1e-5 absolute (-inf exactly). The refusals run without a device;
+// the rest is skipped without one.
 // (Named cuda_ since tests/unit/low_rank_attention_test.cpp has the plain name.)
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
@@ -21,11 +23,13 @@
 #include "kernels/cuda/cuda_devices.h"
 #include "kernels/cuda/device_buffer.h"
 #include "kernels/cuda/low_rank_attention.h"
+#include "support/half_values.h"
 #include "support/random_values.h"
 
 namespace kvshrink {
 namespace {
 
+using kernels::KvDtype;
 using kernels::LowRankAttention;
 using kernels::LowRankBucket;
 using kernels::cuda::DeviceBuffer;
@@ -46,6 +50,7 @@ struct Call {
   std::vector<float> q, out, lse, key_basis, value_basis;
   std::vector<int32_t> q_positions;
   std::vector<Bucket> buckets;
+  KvDtype kv_dtype = KvDtype::kF32;  // how the device holds the buckets' coefficients
 };
 
 // `tokens` tokens at positions 10, 11, 12, 14, 15, 16, 18, ... (every 4th evicted) spread over
@@ -84,6 +89,17 @@ Call make_call(int64_t m, int64_t group, int64_t d, bool pre_rope_keys, int64_t 
   return c;
 }
 
+// c with its coefficients rounded to f16 and held so on the device (the CPU backend reads the
+// rounded values as f32).
+Call with_f16_coefficients(Call c) {
+  for (auto& bucket : c.buckets) {
+    bucket.keys = testing::half_rounded(std::move(bucket.keys));
+    bucket.values = testing::half_rounded(std::move(bucket.values));
+  }
+  c.kv_dtype = KvDtype::kF16;
+  return c;
+}
+
 // The call's arguments over the given arrays (host or device).
 LowRankAttention call_arguments(const Call& c, const float* q, float* out, float* lse,
                                 const LowRankBucket* buckets, const int32_t* q_positions,
@@ -106,7 +122,7 @@ LowRankAttention call_arguments(const Call& c, const float* q, float* out, float
           1.0f / std::sqrt(static_cast<float>(c.head_dim))};
 }
 
-// A call's arrays on the device, its buckets pointing there.
+// A call's arrays on the device, its buckets pointing there (coefficients as c.kv_dtype).
 struct DeviceCall {
   explicit DeviceCall(const Call& c)
       : q(c.q),
@@ -118,11 +134,17 @@ struct DeviceCall {
         buckets(size_t{0}) {
     std::vector<LowRankBucket> host_buckets;
     for (const auto& bucket : c.buckets) {
-      keys.emplace_back(bucket.keys);
-      values.emplace_back(bucket.values);
+      const void *bucket_keys = nullptr, *bucket_values = nullptr;
+      if (c.kv_dtype == KvDtype::kF16) {
+        bucket_keys = keys_f16.emplace_back(testing::to_f16(bucket.keys)).data();
+        bucket_values = values_f16.emplace_back(testing::to_f16(bucket.values)).data();
+      } else {
+        bucket_keys = keys.emplace_back(bucket.keys).data();
+        bucket_values = values.emplace_back(bucket.values).data();
+      }
       positions.emplace_back(bucket.positions);
-      host_buckets.push_back({keys.back().data(), values.back().data(), positions.back().data(),
-                              static_cast<int64_t>(bucket.positions.size()), bucket.rank});
+      host_buckets.push_back({bucket_keys, bucket_values, positions.back().data(),
+                              static_cast<int64_t>(bucket.positions.size()), bucket.rank, c.kv_dtype});
     }
     buckets = DeviceBuffer<LowRankBucket>(host_buckets);
   }
@@ -134,11 +156,14 @@ struct DeviceCall {
   DeviceBuffer<float> q, out, lse, key_basis, value_basis;
   DeviceBuffer<int32_t> q_positions;
   std::vector<DeviceBuffer<float>> keys, values;
+  std::vector<DeviceBuffer<uint16_t>> keys_f16, values_f16;  // f16 bits, for KvDtype::kF16
   std::vector<DeviceBuffer<int32_t>> positions;
   DeviceBuffer<LowRankBucket> buckets;
 };
 
-void expect_batch_matches(const std::vector<Call>& calls) {
+// The batch through the CPU backend (on copies of the host arrays, f32) and the device kernel
+// (coefficients as each call's kv_dtype); out compared to `relative`, lse to 1e-5.
+void expect_batch_matches(const std::vector<Call>& calls, double relative = 1e-5) {
   std::vector<Call> cpu_calls = calls;
   std::vector<LowRankAttention> cpu_args;
   std::vector<std::vector<LowRankBucket>> cpu_buckets(calls.size());
@@ -147,7 +172,7 @@ void expect_batch_matches(const std::vector<Call>& calls) {
     Call& c = cpu_calls[i];
     for (auto& bucket : c.buckets)
       cpu_buckets[i].push_back({bucket.keys.data(), bucket.values.data(), bucket.positions.data(),
-                                static_cast<int64_t>(bucket.positions.size()), bucket.rank});
+                                static_cast<int64_t>(bucket.positions.size()), bucket.rank, KvDtype::kF32});
     cpu_args.push_back(call_arguments(c, c.q.data(), c.out.data(), c.lse.data(), cpu_buckets[i].data(),
                                       c.q_positions.data(), c.key_basis.data(), c.value_basis.data()));
     shape.max_head_dim = std::max(shape.max_head_dim, c.head_dim);
@@ -171,7 +196,8 @@ void expect_batch_matches(const std::vector<Call>& calls) {
     const auto& want_out = cpu_calls[i].out;
     const auto& want_lse = cpu_calls[i].lse;
     for (size_t k = 0; k < want_out.size(); ++k)
-      ASSERT_NEAR(out[k], want_out[k], 1e-5 * std::abs(want_out[k]) + 1e-6) << what << " out [" << k << "]";
+      ASSERT_NEAR(out[k], want_out[k], relative * std::abs(want_out[k]) + 1e-6)
+          << what << " out [" << k << "]";
     for (size_t k = 0; k < want_lse.size(); ++k) {
       if (std::isinf(want_lse[k])) {
         ASSERT_EQ(lse[k], want_lse[k]) << what << " lse [" << k << "]";
@@ -210,6 +236,24 @@ TEST(CudaLowRankAttention, MatchesTheCpuBackend) {
     batch[6].q_positions = {9, 40, 70, 200};
     SCOPED_TRACE("head_dim " + std::to_string(d));
     expect_batch_matches(batch);
+  }
+}
+
+// Coefficients stored as f16 (the KV store's default), post- and pre-RoPE keys, decode and
+// prefill, against the CPU backend on the rounded values as f32.
+TEST(CudaLowRankAttention, F16CoefficientsMatchTheCpuBackendOnTheRoundedValues) {
+  std::string why;
+  if (kernels::cuda::cuda_devices(&why).empty()) GTEST_SKIP() << "skipped: no CUDA device (" << why << ")";
+  for (const int64_t d : {64, 128}) {
+    std::vector<Call> batch = {
+        with_f16_coefficients(make_call(1, 3, d, false, 300, 31)),
+        with_f16_coefficients(make_call(1, 1, d, true, 300, 32)),
+        with_f16_coefficients(make_call(5, 3, d, true, 1200, 33)),
+        with_f16_coefficients(make_call(4, 1, d, false, 90, 34)),
+    };
+    batch[3].q_positions = {9, 40, 70, 200};  // the first sees no token
+    SCOPED_TRACE("head_dim " + std::to_string(d));
+    expect_batch_matches(batch, 1e-4);
   }
 }
 

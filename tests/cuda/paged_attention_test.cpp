@@ -3,10 +3,11 @@
 // longest over several split chunks), prefill batches (causal, the new tokens in the last block,
 // with a decode call among them), a query that sees no token (lse -inf, out 0), the mass alone (out
 // null) against lse_reference and the mass normalised over the call's own tokens. Blocks of
-// different lengths (one empty), positions with gaps as after eviction. Tolerances (f32 sums in
-// other orders, expf against the CPU's fast exp): out 1e-5 relative + 1e-6 absolute; lse 1e-5
-// absolute (-inf exactly); the mass added 1e-5 relative + 1e-7 absolute. The refusals run without
-// a device; the rest is skipped without one.
+// different lengths (one empty), positions with gaps as after eviction. Keys and values f32, and a
+// mixed batch with them stored as f16 against the CPU backend on f32 copies of the rounded values.
+// Tolerances (f32 sums in other orders, expf against the CPU's fast exp): out 1e-5 relative (1e-4
+// for f16) + 1e-6 absolute; lse 1e-5 absolute (-inf exactly); the mass added 1e-5 relative (1e-4
+// for f16) + 1e-7 absolute. The refusals run without a device; the rest is skipped without one.
 #include "kernels/cuda/paged_attention.h"
 
 #include <cuda_runtime_api.h>
@@ -26,6 +27,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_devices.h"
 #include "kernels/cuda/device_buffer.h"
+#include "support/half_values.h"
 #include "support/random_values.h"
 
 namespace kvshrink {
@@ -33,6 +35,7 @@ namespace {
 
 using kernels::HeadAttention;
 using kernels::KvBlockView;
+using kernels::KvDtype;
 using kernels::cuda::AttentionBatchShape;
 using kernels::cuda::DeviceBuffer;
 
@@ -55,6 +58,7 @@ struct Call {
   std::vector<Block> blocks;
   bool with_out = true, with_lse = true;
   Mass mass = Mass::kNone;
+  KvDtype kv_dtype = KvDtype::kF32;  // how the device holds the blocks' keys and values
 };
 
 // Blocks of `lengths` tokens at positions from `first`, every 4th position skipped (evicted)
@@ -103,6 +107,17 @@ Call with_mass(Call c, Mass mass) {
   return c;
 }
 
+// c with its keys and values rounded to f16 and held so on the device (the CPU backend reads the
+// rounded values as f32).
+Call with_f16_kv(Call c) {
+  for (auto& block : c.blocks) {
+    block.keys = testing::half_rounded(std::move(block.keys));
+    block.values = testing::half_rounded(std::move(block.values));
+  }
+  c.kv_dtype = KvDtype::kF16;
+  return c;
+}
+
 // The call's arguments over the given arrays (host or device).
 HeadAttention call_arguments(const Call& c, const float* q, float* out, float* lse,
                              const float* lse_reference, const int32_t* q_positions,
@@ -124,7 +139,7 @@ HeadAttention call_arguments(const Call& c, const float* q, float* out, float* l
   return a;
 }
 
-// A call's arrays on the device, its blocks' views pointing there.
+// A call's arrays on the device, its blocks' views pointing there (keys and values as c.kv_dtype).
 struct DeviceCall {
   explicit DeviceCall(const Call& c)
       : q(c.q),
@@ -135,12 +150,18 @@ struct DeviceCall {
         views(size_t{0}) {
     std::vector<KvBlockView> host_views;
     for (const auto& block : c.blocks) {
-      keys.emplace_back(block.keys);
-      values.emplace_back(block.values);
+      const void *block_keys = nullptr, *block_values = nullptr;
+      if (c.kv_dtype == KvDtype::kF16) {
+        block_keys = keys_f16.emplace_back(testing::to_f16(block.keys)).data();
+        block_values = values_f16.emplace_back(testing::to_f16(block.values)).data();
+      } else {
+        block_keys = keys.emplace_back(block.keys).data();
+        block_values = values.emplace_back(block.values).data();
+      }
       mass.emplace_back(block.mass);
       positions.emplace_back(block.positions);
-      host_views.push_back({keys.back().data(), values.back().data(), positions.back().data(),
-                            mass.back().data(), static_cast<int64_t>(block.positions.size())});
+      host_views.push_back({block_keys, block_values, positions.back().data(), mass.back().data(),
+                            static_cast<int64_t>(block.positions.size()), c.kv_dtype});
     }
     views = DeviceBuffer<KvBlockView>(host_views);
   }
@@ -152,6 +173,7 @@ struct DeviceCall {
   DeviceBuffer<float> q, out, lse, lse_reference;
   DeviceBuffer<int32_t> q_positions;
   std::vector<DeviceBuffer<float>> keys, values, mass;
+  std::vector<DeviceBuffer<uint16_t>> keys_f16, values_f16;  // f16 bits, for KvDtype::kF16
   std::vector<DeviceBuffer<int32_t>> positions;
   DeviceBuffer<KvBlockView> views;
 };
@@ -170,10 +192,11 @@ AttentionBatchShape shape_of(const std::vector<Call>& calls) {
   return shape;
 }
 
-void expect_out_near(const std::vector<float>& got, const std::vector<float>& want, const std::string& what) {
+void expect_out_near(const std::vector<float>& got, const std::vector<float>& want, double relative,
+                     const std::string& what) {
   ASSERT_EQ(got.size(), want.size()) << what;
   for (size_t i = 0; i < want.size(); ++i)
-    ASSERT_NEAR(got[i], want[i], 1e-5 * std::abs(want[i]) + 1e-6) << what << " [" << i << "]";
+    ASSERT_NEAR(got[i], want[i], relative * std::abs(want[i]) + 1e-6) << what << " [" << i << "]";
 }
 
 void expect_lse_near(const std::vector<float>& got, const std::vector<float>& want, const std::string& what) {
@@ -187,17 +210,17 @@ void expect_lse_near(const std::vector<float>& got, const std::vector<float>& wa
   }
 }
 
-// The mass each side added to `before`: 1e-5 relative + 1e-7 absolute.
+// The mass each side added to `before`: `relative` + 1e-7 absolute.
 void expect_mass_near(const std::vector<float>& got, const std::vector<float>& want,
-                      const std::vector<float>& before, const std::string& what) {
+                      const std::vector<float>& before, double relative, const std::string& what) {
   ASSERT_EQ(got.size(), want.size()) << what;
   for (size_t i = 0; i < want.size(); ++i)
-    ASSERT_NEAR(got[i], want[i], 1e-5 * std::abs(want[i] - before[i]) + 1e-7) << what << " [" << i << "]";
+    ASSERT_NEAR(got[i], want[i], relative * std::abs(want[i] - before[i]) + 1e-7) << what << " [" << i << "]";
 }
 
-// The batch through the CPU backend (on copies of the host arrays) and the device kernels; every
-// output compared.
-void expect_batch_matches(const std::vector<Call>& calls) {
+// The batch through the CPU backend (on copies of the host arrays, f32) and the device kernels
+// (keys and values as each call's kv_dtype); every output compared, out and the mass to `relative`.
+void expect_batch_matches(const std::vector<Call>& calls, double relative = 1e-5) {
   std::vector<Call> cpu_calls = calls;
   std::vector<HeadAttention> cpu_args;
   std::vector<std::vector<KvBlockView>> cpu_views(calls.size());
@@ -205,7 +228,8 @@ void expect_batch_matches(const std::vector<Call>& calls) {
     Call& c = cpu_calls[i];
     for (auto& block : c.blocks)
       cpu_views[i].push_back({block.keys.data(), block.values.data(), block.positions.data(),
-                              block.mass.data(), static_cast<int64_t>(block.positions.size())});
+                              block.mass.data(), static_cast<int64_t>(block.positions.size()),
+                              KvDtype::kF32});
     cpu_args.push_back(call_arguments(c, c.q.data(), c.out.data(), c.lse.data(), c.lse_reference.data(),
                                       c.q_positions.data(), cpu_views[i].data()));
   }
@@ -222,12 +246,12 @@ void expect_batch_matches(const std::vector<Call>& calls) {
 
   for (size_t i = 0; i < calls.size(); ++i) {
     const std::string what = "call " + std::to_string(i);
-    expect_out_near(device[i].out.download(), cpu_calls[i].out, what + " out");
+    expect_out_near(device[i].out.download(), cpu_calls[i].out, relative, what + " out");
     expect_lse_near(device[i].lse.download(), cpu_calls[i].lse, what + " lse");
     for (size_t b = 0; b < calls[i].blocks.size(); ++b) {
       if (calls[i].blocks[b].mass.empty()) continue;
       expect_mass_near(device[i].mass[b].download(), cpu_calls[i].blocks[b].mass, calls[i].blocks[b].mass,
-                       what + " block " + std::to_string(b) + " mass");
+                       relative, what + " block " + std::to_string(b) + " mass");
     }
   }
 }
@@ -285,6 +309,24 @@ TEST(CudaPagedAttention, PrefillMatchesTheCpuBackend) {
     batch[3].q_positions = {3, 120, 200};  // sees nothing, some of the block, all of it
     SCOPED_TRACE("head_dim " + std::to_string(d));
     expect_batch_matches(batch);
+  }
+}
+
+// Keys and values stored as f16 (the KV store's default): prefill, decode and mass kernels over a
+// batch of both kinds of call, against the CPU backend on the rounded values as f32.
+TEST(CudaPagedAttention, F16KeysAndValuesMatchTheCpuBackendOnTheRoundedValues) {
+  std::string why;
+  if (!have_device(&why)) GTEST_SKIP() << "skipped: no CUDA device (" << why << ")";
+  for (const int64_t d : {64, 128}) {
+    const std::vector<Call> batch = {
+        with_f16_kv(make_call(1, 3, d, {256, 256, 1000, 2000, 1488}, 21)),  // several split chunks
+        with_f16_kv(make_call(70, 3, d, {100, 0, 45, 70}, 22)),
+        with_f16_kv(with_mass(make_call(1, 1, d, {100, 33}, 23), Mass::kOwn)),
+        with_f16_kv(with_mass(make_call(33, 3, d, {200, 33}, 24), Mass::kOwn)),
+        with_f16_kv(with_mass(make_call(5, 3, d, {64, 5}, 25), Mass::kReference)),
+    };
+    SCOPED_TRACE("head_dim " + std::to_string(d));
+    expect_batch_matches(batch, 1e-4);
   }
 }
 

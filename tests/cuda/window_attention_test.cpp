@@ -26,6 +26,7 @@ namespace kvshrink {
 namespace {
 
 using kernels::KvBlockView;
+using kernels::KvDtype;
 using kernels::cuda::DeviceBuffer;
 
 // Keys of blocks of `lengths` tokens at positions from 10, every 4th skipped (evicted), on the host
@@ -44,15 +45,16 @@ struct Blocks {
       tokens += lengths[b];
     }
     for (size_t b = 0; b < lengths.size(); ++b) {
-      host_views.push_back({keys[b].data(), nullptr, positions[b].data(), nullptr, lengths[b]});
+      host_views.push_back(
+          {keys[b].data(), nullptr, positions[b].data(), nullptr, lengths[b], KvDtype::kF32});
       if (lengths[b] == 0) {
-        device_views.push_back({nullptr, nullptr, nullptr, nullptr, 0});
+        device_views.push_back({nullptr, nullptr, nullptr, nullptr, 0, KvDtype::kF32});
         continue;
       }
       device_keys.emplace_back(keys[b]);
       device_positions.emplace_back(positions[b]);
-      device_views.push_back(
-          {device_keys.back().data(), nullptr, device_positions.back().data(), nullptr, lengths[b]});
+      device_views.push_back({device_keys.back().data(), nullptr, device_positions.back().data(), nullptr,
+                              lengths[b], KvDtype::kF32});
     }
   }
   std::vector<std::vector<float>> keys;

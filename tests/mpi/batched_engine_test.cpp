@@ -55,7 +55,17 @@ class BatchedEngineTest : public ::testing::Test {
     o.max_num_batched_tokens = 16;  // prefill in chunks beside other sequences' decode rows
     o.max_num_seqs = 4;             // later requests join as earlier ones finish
     o.kv_memory = kv_memory != 0 ? kv_memory : uint64_t{64} << 20;
+    // f32 KV: a sequence batched with others may differ from its solo run only by float summation
+    // order, which f16 rounding would turn into one-unit flips of some halves (greedy tokens could
+    // then part at a near tie)
+    o.backend.kv_dtype = kernels::KvDtype::kF32;
     return o;
+  }
+  // Full KV bytes (counted at 16 bits) as this suite's f32 store would hold them.
+  static uint64_t at_store_dtype(uint64_t full_bytes) {
+    const int64_t d = engine_->model().config().head_dim;
+    return full_bytes / kvstore::HeadSegment::bytes_per_token(d, kernels::KvDtype::kF16) *
+           kvstore::HeadSegment::bytes_per_token(d, kernels::KvDtype::kF32);
   }
   static engine::Request request(int64_t i, const engine::CompressionSpec& compression = {}) {
     engine::Request r;
@@ -81,7 +91,7 @@ class BatchedEngineTest : public ::testing::Test {
     const int world = testing::mpi_communicator().world().size;
     const int64_t heads_rank0 = world == 1 ? config.n_head_kv : 2 - (world == 3);
     return static_cast<uint64_t>(static_cast<double>(config.n_layers * heads_rank0) * blocks) *
-           kvstore::HeadSegment::block_bytes(config.head_dim);
+           kvstore::HeadSegment::block_bytes(config.head_dim, engine_->model().kv_dtype());
   }
   // Each request alone in `engine`, then all together: every request gives its solo tokens and no
   // error. Returns the preemptions of the joint run (on rank 0; 0 elsewhere).
@@ -107,7 +117,9 @@ class BatchedEngineTest : public ::testing::Test {
 // Round r: sequence r joins (its prompt in chunks of at most 16 rows), the others run a prefill
 // chunk or decode their greedy token; every sequence's logits match its solo run's.
 TEST_F(BatchedEngineTest, OneStepOfManySequencesEqualsEachAlone) {
-  const auto loaded = testing::load_test_model(*data_);  // steps of up to 512 rows
+  // steps of up to 512 rows; f32 KV, so batching may only reorder float sums (f16 rounding turns
+  // those into one-unit flips of some halves: testing::f32_kv_model())
+  const auto loaded = testing::load_test_model(*data_, kernels::KvDtype::kF32);
   auto& model = *loaded->model;
   const auto vocab = model.config().vocab_size;
   const auto n = static_cast<int64_t>(kPromptLengths.size());
@@ -192,7 +204,7 @@ TEST_F(BatchedEngineTest, EngineBatchEqualsEachRequestAlone) {
     EXPECT_EQ(results[i].finish, engine::FinishReason::kMaxTokens);
     if (i % 2 == 1) {  // held 8 tokens per head right after compression
       EXPECT_GT(results[i].kv_bytes_compressed, 0u);
-      EXPECT_LT(results[i].kv_bytes_compressed, results[i].kv_bytes_full);
+      EXPECT_LT(results[i].kv_bytes_compressed, at_store_dtype(results[i].kv_bytes_full));
     }
   }
   EXPECT_LE(engine_->last_run().peak_running, 4);
@@ -260,7 +272,7 @@ TEST_F(BatchedEngineTest, ForksEqualEachSettingRunAlone) {
         EXPECT_EQ(fork.tokens, expected[i][f + 1]) << "request " << i << " fork " << f;
         EXPECT_GT(fork.kv_bytes_compressed, 0u);
         if (settings[f].enabled() && requests[i].prompt.size() > 16) {  // longer than every budget
-          EXPECT_LT(fork.kv_bytes_compressed, fork.kv_bytes_full_compressed)
+          EXPECT_LT(fork.kv_bytes_compressed, at_store_dtype(fork.kv_bytes_full_compressed))
               << "request " << i << " fork " << f;
         }
       }
@@ -360,7 +372,8 @@ TEST_F(BatchedEngineTest, BadRequestsFailAloneWithTheirOwnError) {
 TEST_F(BatchedEngineTest, RequestLargerThanThePoolFailsAlone) {
   const auto& config = engine_->model().config();
   // 40 blocks per head-layer... a pool of 100 blocks cannot hold a 200-token prompt's full KV
-  const uint64_t kv_memory = 100 * kvstore::HeadSegment::block_bytes(config.head_dim);
+  const uint64_t kv_memory =
+      100 * kvstore::HeadSegment::block_bytes(config.head_dim, engine_->model().kv_dtype());
   engine::Engine small(options(kv_memory), control(), *data_);
   auto big = request(0);
   big.prompt = prompt_of(200, 0);

@@ -7,7 +7,10 @@
 //   3. generates the same greedy tokens with the prompt compressed after prefill, and
 //   4. re-compacts during decode (every 4 steps) back to the budget, with the same tokens.
 // Rank 0 builds the one-rank reference itself over MpiCommunicator::self(), as in
-// tensor_parallel_test. One prefill per side serves every method: the stores are copied, never
+// tensor_parallel_test. Both keep f32 KV: the check is that sharding changes nothing but float
+// summation order, and rounding K/V to f16 would turn those reorderings into one-unit flips of some
+// halves, so scores that f32 keeps within 1e-6 of each other would differ by ~1e-3
+// (testing::f32_kv_model()). One prefill per side serves every method: the stores are copied, never
 // prefilled again.
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -342,7 +345,7 @@ class CompressionPlanTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     auto& comm = testing::mpi_communicator();
-    sharded_ = testing::load_test_model(comm).release();
+    sharded_ = testing::load_test_model(comm, kernels::KvDtype::kF32).release();
     {
       const auto file = engine::GgufFile::open(testing::model_path());
       identity_ = new std::string(engine::model_identity(file, sharded_->model->config()));
@@ -354,7 +357,7 @@ class CompressionPlanTest : public ::testing::Test {
     std::string profile;
     if (coordinator()) {
       self_comm_ = new comm::MpiCommunicator(comm::MpiCommunicator::self());
-      reference_ = testing::load_test_model(*self_comm_).release();
+      reference_ = testing::load_test_model(*self_comm_, kernels::KvDtype::kF32).release();
       const auto dir = std::filesystem::temp_directory_path() /
                        ("kvshrink_compression_plan_" + std::to_string(::getpid()));
       std::filesystem::create_directories(dir);
@@ -433,7 +436,8 @@ class CompressionPlanTest : public ::testing::Test {
   static int64_t n_layers() { return sharded_->model->config().n_layers; }
   static int64_t n_heads() { return sharded_->model->config().n_head_kv; }
   static uint64_t bytes_per_token() {
-    return 2 * static_cast<uint64_t>(sharded_->model->config().head_dim) * sizeof(float) + sizeof(int32_t);
+    return kvstore::HeadSegment::bytes_per_token(sharded_->model->config().head_dim,
+                                                 sharded_->model->kv_dtype());
   }
   // ~10% and ~30% of the prompt, tokens per head.
   static std::vector<int64_t> budgets() {
@@ -727,7 +731,9 @@ TEST_F(CompressionPlanTest, CompressKeepsExactlyThePlannedTokens) {
       EXPECT_EQ(bytes, static_cast<uint64_t>(total) * bytes_per_token());
       EXPECT_EQ(static_cast<uint64_t>(sum_over_ranks(static_cast<int64_t>(copy.bytes_held()))), bytes);
       EXPECT_EQ(static_cast<uint64_t>(sum_over_ranks(static_cast<int64_t>(compressed.full_bytes()))),
-                static_cast<uint64_t>(n_layers() * n_heads() * n_prompt()) * bytes_per_token());
+                static_cast<uint64_t>(n_layers() * n_heads() * n_prompt()) *
+                    kvstore::HeadSegment::bytes_per_token(sharded_->model->config().head_dim,
+                                                          kernels::KvDtype::kF16));  // counted at 16 bits
       if (coordinator()) {
         std::printf("  %-12s %3lld tokens/head: %lld tokens held over all ranks (cap %lld), %.2f MiB\n",
                     method.c_str(), static_cast<long long>(budget), static_cast<long long>(total),
@@ -757,7 +763,8 @@ void CompressionPlanTest::check_dimension_compression(const std::string& method,
       for (size_t i = 0; i < plan.kept[index].size(); ++i) {
         expected.emplace_back(plan.kept[index][i],
                               std::min<int32_t>(plan.ranks[index][i], static_cast<int32_t>(d)));
-        planned_bytes += static_cast<uint64_t>(2 * expected.back().second * sizeof(float) + sizeof(int32_t));
+        planned_bytes +=
+            kvstore::LowRankBlock::bytes_per_token(expected.back().second, sharded_->model->kv_dtype());
       }
       EXPECT_EQ(held_ranks(compressed.head(layer, h)), expected) << "layer " << layer << " head " << h;
       EXPECT_EQ(held_ranks(copy.head(layer, h)), expected) << "layer " << layer << " head " << h;
@@ -885,8 +892,13 @@ TEST_F(CompressionPlanTest, DynaKvRanksDecodeTokens) {
   EXPECT_EQ(sum_over_ranks(all_tokens_held(kv)), n_layers() * n_heads() * positions);  // no eviction
   // Full-dimension tokens left: the window, the top-ranked ones and at most kEvery - 1 new ones per head.
   const auto bytes = static_cast<double>(sum_over_ranks(static_cast<int64_t>(kv.bytes_held())));
+  // full KV counts 16-bit bytes; budgets count tokens, which this suite's f32 store holds at
+  // f32_per_16 times the bytes
   const auto full = static_cast<double>(sum_over_ranks(static_cast<int64_t>(kv.full_bytes())));
-  EXPECT_LE(bytes, (kBudgetFractions[1] + 0.03) * full);
+  const double f32_per_16 = static_cast<double>(bytes_per_token()) /
+                            static_cast<double>(kvstore::HeadSegment::bytes_per_token(
+                                sharded_->model->config().head_dim, kernels::KvDtype::kF16));
+  EXPECT_LE(bytes, (kBudgetFractions[1] + 0.03) * full * f32_per_16);
   EXPECT_LT(sum_over_ranks(tokens_held(kv)), n_layers() * n_heads() * positions / 2);
   if (!coordinator()) return;
   engine::Generator reference(*reference_->model, *reference_->tokenizer, *self_comm_, kContextSize);
@@ -896,8 +908,9 @@ TEST_F(CompressionPlanTest, DynaKvRanksDecodeTokens) {
                                            engine::KvCompression{rc.get(), 0, kBudgetFractions[1], kEvery});
   EXPECT_EQ(result.tokens, expected.tokens);
   std::printf(
-      "  dynakv %.0f%%, every %lld: %.1f%% of full KV bytes after %lld decode steps; tokens %s one rank\n",
-      100 * kBudgetFractions[1], static_cast<long long>(kEvery), 100.0 * bytes / full,
+      "  dynakv %.0f%%, every %lld: %.1f%% of full KV bytes (at f32) after %lld decode steps; tokens %s one "
+      "rank\n",
+      100 * kBudgetFractions[1], static_cast<long long>(kEvery), 100.0 * bytes / full / f32_per_16,
       static_cast<long long>(kDecodeTokens), result.tokens == expected.tokens ? "equal to" : "DIFFER from");
 }
 

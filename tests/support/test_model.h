@@ -41,18 +41,28 @@ struct TestModel {
   std::unique_ptr<engine::LlamaModel> model;
 };
 
-// The default model, this rank's shard of it for `comm`; throws if the file is missing.
-inline std::unique_ptr<TestModel> load_test_model(comm::Communicator& comm) {
+// The default model, this rank's shard of it for `comm`, its KV stores of kv_dtype; throws if the
+// file is missing.
+inline std::unique_ptr<TestModel> load_test_model(comm::Communicator& comm,
+                                                  kernels::KvDtype kv_dtype = kernels::KvDtype::kF16) {
   auto m = std::make_unique<TestModel>();
   const auto file = engine::GgufFile::open(model_path());
   m->tokenizer = std::make_unique<engine::Tokenizer>(engine::Tokenizer::from_gguf(file));
-  m->model = std::make_unique<engine::LlamaModel>(file, comm, m->backend);
+  m->model = std::make_unique<engine::LlamaModel>(file, comm, m->backend, 512, kv_dtype);
   return m;
 }
 
-// The default model on one rank, loaded once per test process.
+// The default model on one rank (16-bit KV, the engine's default), loaded once per test process.
 inline TestModel& default_model() {
   static std::unique_ptr<TestModel> loaded = load_test_model(test_communicator());
+  return *loaded;
+}
+
+// The same with f32 KV, for the checks of exact arithmetic: rounding K/V to f16 is discontinuous
+// (a change of 1e-7 in a key can move its half by one unit, 1e-3 relative), so two summation
+// orders that f32 KV keeps within 1e-4 of each other can differ by ~1e-2 in the logits with f16 KV.
+inline TestModel& f32_kv_model() {
+  static std::unique_ptr<TestModel> loaded = load_test_model(test_communicator(), kernels::KvDtype::kF32);
   return *loaded;
 }
 

@@ -63,7 +63,8 @@ TEST(ExpectedAttention, CovarianceRotationIsRSRt) {
 }
 
 TEST(ExpectedAttention, ScoresEqualTheDefinitionByHand) {
-  kvstore::KvStore kv(1, 1, kDim, kGroup, {.query_statistics_from = kSinks});
+  // f32: the scores are checked against the definition on the exact keys and values
+  kvstore::KvStore kv(1, 1, kDim, kGroup, {.query_statistics_from = kSinks}, nullptr, kernels::KvDtype::kF32);
   const auto keys = testing::normal_values(kTokens * kDim, 3, 1.5f);
   const auto values = testing::normal_values(kTokens * kDim, 4);
   const auto queries = testing::normal_values(kTokens * kGroup * kDim, 5, 1.5f);  // pre-RoPE rows

@@ -12,6 +12,7 @@
 
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "support/half_values.h"
 #include "support/random_values.h"
 
 namespace kvshrink {
@@ -27,7 +28,7 @@ void fill(kvstore::HeadSegment& segment, const std::vector<float>& keys, const s
 }
 
 uint64_t block_bytes() {
-  return kvstore::HeadSegment::block_bytes(kDim);
+  return kvstore::HeadSegment::block_bytes(kDim, kernels::KvDtype::kF16);
 }
 int64_t blocks(int64_t tokens) {
   return (tokens + 15) / 16;
@@ -48,8 +49,12 @@ TEST(KvStore, CompactionKeepsPlannedTokensAndFreesTheRest) {
   EXPECT_EQ(kv.head(0, 0).positions(), (std::vector<int32_t>{0, 3, 9, 33}));
   EXPECT_EQ(kv.head(1, 0).positions(), (std::vector<int32_t>{1, 2}));
   const auto& kept = kv.head(0, 0).segments()[0];
-  for (int64_t i = 0; i < kDim; ++i) EXPECT_EQ(kept.key(3)[i], keys[33 * kDim + i]);
-  for (int64_t i = 0; i < kDim; ++i) EXPECT_EQ(kept.value(1)[i], values[3 * kDim + i]);
+  std::vector<float> key(kDim), value(kDim);
+  kept.read_key(3, key.data());
+  kept.read_value(1, value.data());
+  for (int64_t i = 0; i < kDim; ++i)
+    EXPECT_EQ(key[i], testing::half_rounded(keys[33 * kDim + i]));  // f16 by default
+  for (int64_t i = 0; i < kDim; ++i) EXPECT_EQ(value[i], testing::half_rounded(values[3 * kDim + i]));
   EXPECT_EQ(kv.bytes_held(), full * 6 / 80);
   EXPECT_EQ(pool->blocks_in_use(), 2);  // one block per head, returned at once
   EXPECT_EQ(pool->peak(), 2 * blocks(40) * block_bytes());

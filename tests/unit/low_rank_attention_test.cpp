@@ -144,9 +144,9 @@ struct Tokens {
   int64_t n;
   std::vector<float> keys, values;
   std::vector<int32_t> positions;
-  std::shared_ptr<kvstore::KvMemoryPool> pool =
-      std::make_shared<kvstore::KvMemoryPool>(0, kvstore::HeadSegment::block_bytes(kDim));
-  kvstore::HeadCache head{kDim, false, *pool};
+  std::shared_ptr<kvstore::KvMemoryPool> pool = std::make_shared<kvstore::KvMemoryPool>(
+      0, kvstore::HeadSegment::block_bytes(kDim, kernels::KvDtype::kF32));
+  kvstore::HeadCache head{kDim, kernels::KvDtype::kF32, false, *pool};
 };
 
 Tokens make_tokens(int64_t n) {
@@ -183,11 +183,11 @@ TEST(LowRankAttentionTest, FullRankEqualsDenseAttention) {
     const auto key_coefficients = engine::project_rows(keys.data(), t.n, basis->key, kDim, kDim, backend);
     const auto value_coefficients =
         engine::project_rows(t.values.data(), t.n, basis->value, kDim, kDim, backend);
-    kvstore::KvMemoryPool pool(0, kvstore::HeadSegment::block_bytes(kDim));
+    kvstore::KvMemoryPool pool(0, kvstore::HeadSegment::block_bytes(kDim, kernels::KvDtype::kF32));
     const kvstore::LowRankSegment segment{
         basis,
-        std::make_shared<kvstore::LowRankBlock>(kDim, 1, key_coefficients.data(), value_coefficients.data(),
-                                                t.positions.data(), t.n, pool)};
+        std::make_shared<kvstore::LowRankBlock>(kDim, 1, kernels::KvDtype::kF32, key_coefficients.data(),
+                                                value_coefficients.data(), t.positions.data(), t.n, pool)};
     for (const int64_t m : {1, 5}) {
       const auto queries = make_queries(m, 37);  // the later queries see every token, earlier ones not
       const auto dense = dense_attention(backend, queries, t.keys, t.values, t.positions);

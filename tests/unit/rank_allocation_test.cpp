@@ -1,12 +1,12 @@
 // The multiple-choice knapsack behind MixedDimKV and DynaKV (kvstore/rank_allocation.h) against
 // exhaustive search on small cases, and its errors.
+#include "kvstore/rank_allocation.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <limits>
 #include <random>
-
-#include "kvstore/rank_allocation.h"
 
 namespace kvshrink::kvstore {
 namespace {
@@ -34,7 +34,7 @@ TEST(RankAllocationTest, NearTheExhaustiveOptimumWithinBudget) {
   // ranks 0, 2, 4, 8 of a head_dim-8 head; loss = importance * error(rank), error falling with rank
   const std::vector<int64_t> ranks = {0, 2, 4, 8};
   std::vector<double> costs;
-  for (const auto r : ranks) costs.push_back(rank_cost(r));
+  for (const auto r : ranks) costs.push_back(rank_cost(r, kernels::KvDtype::kF16));
   std::mt19937 rng(5);
   std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
   const int64_t items = 7;
@@ -78,8 +78,10 @@ TEST(RankAllocationTest, BadInputIsRejected) {
   const std::vector<double> costs = {0.0, 5.0};
   EXPECT_THROW(choose_options(std::vector<float>{1.0f}, 1, costs, 10.0), std::invalid_argument);
   EXPECT_THROW(choose_options(std::vector<float>{-1.0f, 0.0f}, 1, costs, 10.0), std::invalid_argument);
-  EXPECT_THROW(choose_options(std::vector<float>{kForbidden, kForbidden}, 1, costs, 10.0), std::invalid_argument);
-  EXPECT_THROW(choose_options(std::vector<float>{std::nanf(""), 0.0f}, 1, costs, 10.0), std::invalid_argument);
+  EXPECT_THROW(choose_options(std::vector<float>{kForbidden, kForbidden}, 1, costs, 10.0),
+               std::invalid_argument);
+  EXPECT_THROW(choose_options(std::vector<float>{std::nanf(""), 0.0f}, 1, costs, 10.0),
+               std::invalid_argument);
 }
 
 }  // namespace

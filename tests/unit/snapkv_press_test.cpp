@@ -22,7 +22,8 @@ namespace {
 constexpr int64_t kDim = 4, kGroup = 2, kTokens = 10, kWindow = 3;
 
 struct SmallCase {
-  kvstore::KvStore kv{1, 1, kDim, kGroup, {.query_window = kWindow}};
+  // f32: the scores are checked against the definitions on the exact keys
+  kvstore::KvStore kv{1, 1, kDim, kGroup, {.query_window = kWindow}, nullptr, kernels::KvDtype::kF32};
   mutable kernels::cpu::CpuBackend backend;
   std::vector<float> keys = testing::normal_values(kTokens * kDim, 11, 1.5f);
   std::vector<float> queries =
