@@ -204,6 +204,13 @@ TEST_F(CliErrorsTest, UnknownOrUnusableDevice) {
   for (int np : {1, 2}) expect_clean_error(np, "generate -m " + model() + " -p hi --device cuda", "CUDA");
 }
 
+TEST_F(CliErrorsTest, UnknownKvDtype) {
+  expect_clean_error(1, "generate -m " + model() + " -p hi --kv-dtype bf8",
+                     "--kv-dtype: unknown KV dtype 'bf8' (this build has: f16, f32)");
+  expect_clean_error(2, "generate -m " + model() + " -p hi --kv-dtype q4",
+                     "--kv-dtype: KV dtype 'q4': quantized KV segments are not built yet");
+}
+
 TEST_F(CliErrorsTest, BudgetOutOfRange) {
   expect_clean_error(2, "generate -m " + model() + " -p hi --press snapkv --budget 0", "outside (0, 1]");
   expect_clean_error(2, "generate -m " + model() + " -p hi --press snapkv --budget 1.5", "outside (0, 1]");
