@@ -16,6 +16,9 @@ namespace kvshrink::kernels {
 // A run of one head's full-dimension tokens in one KV block (kvstore/head_segment.h): keys and
 // values [n x head_dim] row-major of `dtype` elements (keys with RoPE applied), positions [n]
 // ascending, and the accumulated attention [n] when the store tracks it (else null).
+// Quantized (quant_bits 8, 4 or 2): keys points at one KIVI group of quant_group tokens
+// (kernels/cpu/kivi_group.h: codes with f16 scales and zeros, K per channel, V per token), of which
+// the view reads the first n; values and dtype are unused. CPU backend only for now.
 struct KvBlockView {
   const void* keys;
   const void* values;
@@ -23,6 +26,8 @@ struct KvBlockView {
   float* mass;
   int64_t n;
   KvDtype dtype = KvDtype::kF32;  // the store's segments say f16 (its default)
+  int32_t quant_bits = 0;         // 0: not quantized
+  int32_t quant_group = 0;
 };
 
 // Attention of one KV head and the `group` query heads that read it, for m query tokens over

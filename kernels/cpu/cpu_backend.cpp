@@ -9,6 +9,7 @@
 
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/head_attention.h"
+#include "kernels/cpu/kivi_group.h"
 #include "kernels/cpu/kv_elements.h"
 #include "kernels/cpu/packed_gemm_q8.h"
 #include "kernels/cpu/packed_gemm_small_threads.h"
@@ -160,19 +161,28 @@ void CpuBackend::low_rank_attention(std::span<const LowRankAttention> batch) {
 void CpuBackend::window_attention_mean(const float* q, int64_t q_stride, const int32_t* q_positions,
                                        int64_t n_queries, int64_t group, int64_t head_dim, float scale,
                                        std::span<const KvBlockView> blocks, float* out) {
-  // KeyBlock keys are f32: f16 blocks are widened into one buffer first.
+  // KeyBlock keys are f32: f16 and quantized blocks are widened into one buffer first.
+  const auto in_place = [](const KvBlockView& block) {
+    return block.dtype == KvDtype::kF32 && block.quant_bits == 0;
+  };
   int64_t widened_size = 0;
-  for (const auto& block : blocks) widened_size += block.dtype == KvDtype::kF32 ? 0 : block.n * head_dim;
-  std::vector<float> widened(static_cast<size_t>(widened_size));
+  for (const auto& block : blocks) widened_size += in_place(block) ? 0 : block.n * head_dim;
+  std::vector<float> widened(static_cast<size_t>(widened_size)), unused_values;
   std::vector<KeyBlock> keys;
   keys.reserve(blocks.size());
   float* next = widened.data();
   for (const auto& block : blocks) {
-    if (block.dtype == KvDtype::kF32) {
+    if (in_place(block)) {
       keys.push_back({static_cast<const float*>(block.keys), block.positions, block.n});
       continue;
     }
-    kv_to_f32(block.keys, block.dtype, next, block.n * head_dim);
+    if (block.quant_bits != 0) {
+      unused_values.resize(static_cast<size_t>(block.n * head_dim));
+      dequantize_kivi_group(static_cast<const std::byte*>(block.keys), head_dim, block.quant_group,
+                            block.quant_bits, block.n, next, unused_values.data());
+    } else {
+      kv_to_f32(block.keys, block.dtype, next, block.n * head_dim);
+    }
     keys.push_back({next, block.positions, block.n});
     next += block.n * head_dim;
   }

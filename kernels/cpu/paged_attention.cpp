@@ -1,6 +1,7 @@
-// Attention over a head's KV blocks (kernels/backend.h HeadAttention), f16 or f32 elements
-// accumulated in f32. Decode (one query token) reads the blocks in place; prefill gathers the blocks' visible
-// tokens into contiguous scratch once per call and multiplies query blocks against them with SGEMM.
+// Attention over a head's KV blocks (kernels/backend.h HeadAttention), f16 or f32 elements or KIVI
+// groups, accumulated in f32. Decode (one query token) over f16/f32 reads the blocks in place;
+// prefill, and decode over quantized blocks, gather the blocks' visible tokens into contiguous f32
+// scratch once per call (dequantizing) and multiply query blocks against them with SGEMM.
 #include <cblas.h>
 
 #include <algorithm>
@@ -8,6 +9,7 @@
 #include <limits>
 
 #include "kernels/cpu/head_attention.h"
+#include "kernels/cpu/kivi_group.h"
 #include "kernels/cpu/kv_elements.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/cpu/vector_math.h"
@@ -158,9 +160,12 @@ void decode_attention_any(const HeadAttention& a, AttentionScratch& s) {
   }
 }
 
-// The blocks of one call come from one segment: one element type.
+// The blocks of one call come from one segment: one element type, quantized or not.
 KvDtype blocks_dtype(const HeadAttention& a) {
   return a.n_blocks > 0 ? a.blocks[0].dtype : KvDtype::kF32;
+}
+bool blocks_quantized(const HeadAttention& a) {
+  return a.n_blocks > 0 && a.blocks[0].quant_bits != 0;
 }
 
 // s.keys, s.values (as f32), s.positions [n_kv] = the tokens every query of the call can see;
@@ -174,8 +179,14 @@ void gather_blocks(const HeadAttention& a, AttentionScratch& s) {
   s.positions.resize(static_cast<size_t>(n));
   for (int64_t b = 0, t = 0; t < n; ++b) {
     const int64_t take = std::min(a.blocks[b].n, n - t);
-    kv_to_f32(a.blocks[b].keys, a.blocks[b].dtype, s.keys.data() + t * d, take * d);
-    kv_to_f32(a.blocks[b].values, a.blocks[b].dtype, s.values.data() + t * d, take * d);
+    const auto& block = a.blocks[b];
+    if (block.quant_bits != 0) {
+      dequantize_kivi_group(static_cast<const std::byte*>(block.keys), d, block.quant_group, block.quant_bits,
+                            take, s.keys.data() + t * d, s.values.data() + t * d);
+    } else {
+      kv_to_f32(block.keys, block.dtype, s.keys.data() + t * d, take * d);
+      kv_to_f32(block.values, block.dtype, s.values.data() + t * d, take * d);
+    }
     std::copy_n(a.blocks[b].positions, take, s.positions.data() + t);
     t += take;
   }
@@ -257,7 +268,7 @@ void prefill_attention(const HeadAttention& a, AttentionScratch& s) {
 }  // namespace
 
 void head_attention(const HeadAttention& a, AttentionScratch& s) {
-  if (a.m == 1) {
+  if (a.m == 1 && !blocks_quantized(a)) {  // quantized blocks are dequantized by the gather
     if (blocks_dtype(a) == KvDtype::kF16) {
       decode_attention_any<uint16_t>(a, s);
     } else {

@@ -12,6 +12,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "kvstore/head_cache.h"
 #include "kvstore/kv_store.h"
+#include "support/dense_attention.h"
 #include "support/half_values.h"
 #include "support/random_values.h"
 
@@ -39,31 +40,12 @@ struct AttentionResult {
 
 // m queries at the last m positions over the whole segment, group 2, with lse and summed mass.
 AttentionResult attend(const kvstore::HeadSegment& segment, const std::vector<float>& q, int64_t m) {
-  const int64_t d = segment.head_dim(), group = 2;
   for (int64_t t = 0; t < segment.tokens(); ++t) segment.mass(t) = 0.0f;
   std::vector<kernels::KvBlockView> views;
   segment.block_views(views);
-  std::vector<int32_t> positions(static_cast<size_t>(m));
-  std::iota(positions.begin(), positions.end(), static_cast<int32_t>(segment.tokens() - m));
-  AttentionResult r{std::vector<float>(static_cast<size_t>(m * group * d)),
-                    std::vector<float>(static_cast<size_t>(m * group)),
-                    {}};
-  kernels::HeadAttention a{};
-  a.q = q.data();
-  a.q_stride = group * d;
-  a.out = r.out.data();
-  a.out_stride = group * d;
-  a.blocks = views.data();
-  a.n_blocks = static_cast<int64_t>(views.size());
-  a.q_positions = positions.data();
-  a.m = m;
-  a.group = group;
-  a.head_dim = d;
-  a.scale = 1.0f / std::sqrt(static_cast<float>(d));
-  a.lse = r.lse.data();
-  a.track_mass = true;
-  kernels::cpu::CpuBackend backend;
-  backend.attention(a);
+  auto dense = testing::cpu_dense_attention(views, q, m, static_cast<int32_t>(segment.tokens() - 1), 2,
+                                            segment.head_dim());
+  AttentionResult r{std::move(dense.out), std::move(dense.lse), {}};
   for (int64_t t = 0; t < segment.tokens(); ++t) r.mass.push_back(segment.mass(t));
   return r;
 }
