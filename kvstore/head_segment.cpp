@@ -19,38 +19,33 @@ HeadSegment::HeadSegment(int64_t head_dim, kernels::KvDtype dtype, bool track_ma
   }
 }
 
-void HeadSegment::grow() {
-  if (tokens_ == static_cast<int64_t>(blocks_.size()) * kBlockTokens) blocks_.push_back(pool_->allocate());
-  mass(tokens_) = 0.0f;
-}
-
-void HeadSegment::append(const float* key, const float* value, int32_t position) {
+void HeadSegment::grow(int32_t position) {
   if (tokens_ > 0 && position <= this->position(tokens_ - 1)) {
     throw std::logic_error(
         fmt::format("HeadSegment: position {} after {}", position, this->position(tokens_ - 1)));
   }
-  grow();
+  if (tokens_ == static_cast<int64_t>(blocks_.size()) * kBlockTokens) blocks_.push_back(pool_->allocate());
+  positions_of(tokens_ / kBlockTokens)[tokens_ % kBlockTokens] = position;
+  mass(tokens_) = 0.0f;
+}
+
+void HeadSegment::append(const float* key, const float* value, int32_t position) {
+  grow(position);
   kernels::cpu::kv_from_f32(key, dtype_, key_at(tokens_), head_dim_);
   kernels::cpu::kv_from_f32(value, dtype_, value_at(tokens_), head_dim_);
-  positions_of(tokens_ / kBlockTokens)[tokens_ % kBlockTokens] = position;
   ++tokens_;
 }
 
 void HeadSegment::append_from(const HeadSegment& from, int64_t index) {
-  if (from.dtype_ != dtype_ || from.head_dim_ != head_dim_) {
-    std::vector<float> key(static_cast<size_t>(from.head_dim_)), value(key.size());
+  if (from.dtype_ != dtype_) {
+    std::vector<float> key(static_cast<size_t>(head_dim_)), value(key.size());
     from.read_key(index, key.data());
     from.read_value(index, value.data());
     append(key.data(), value.data(), from.position(index));
   } else {
-    if (tokens_ > 0 && from.position(index) <= position(tokens_ - 1)) {
-      throw std::logic_error(
-          fmt::format("HeadSegment: position {} after {}", from.position(index), position(tokens_ - 1)));
-    }
-    grow();
+    grow(from.position(index));
     std::memcpy(key_at(tokens_), from.key_at(index), static_cast<size_t>(row_bytes()));
     std::memcpy(value_at(tokens_), from.value_at(index), static_cast<size_t>(row_bytes()));
-    positions_of(tokens_ / kBlockTokens)[tokens_ % kBlockTokens] = from.position(index);
     ++tokens_;
   }
   if (track_mass_ && from.track_mass_) mass(tokens_ - 1) = from.mass(index);

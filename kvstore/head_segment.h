@@ -80,8 +80,9 @@ class HeadSegment {
     return reinterpret_cast<int32_t*>(values_of(block) + kBlockTokens * row_bytes());
   }
   float* mass_of(int64_t block) const { return reinterpret_cast<float*>(positions_of(block) + kBlockTokens); }
-  // Makes room for one more token at index tokens_ (a new block when the last is full).
-  void grow();
+  // Makes room for one more token at index tokens_ (a new block when the last is full), at
+  // `position` (after the last one's, else std::logic_error), its mass 0.
+  void grow(int32_t position);
 
   int64_t head_dim_;
   kernels::KvDtype dtype_;
